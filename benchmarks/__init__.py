@@ -1,0 +1,1 @@
+"""Wiresens benchmarks: ``python -m benchmarks`` runs all, ``wiresens bench TOPIC`` one."""

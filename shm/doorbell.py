@@ -1,0 +1,78 @@
+"""Doorbells: a POSIX semaphore a blocked consumer sleeps on and producers ring.
+
+One doorbell belongs to one consumer process and may serve every ring it reads,
+so an actor that drains several rings can sleep on one semaphore. The
+doorbell's 63-bit id is stored in each ring's consumer line; a producer that
+finds the ring's *waiting* word set opens the semaphore by that id (once, then
+cached) and posts it.
+
+The handshake (consumer: set waiting, re-check, sleep; producer: publish,
+check waiting, post) is a store-then-load on each side, which x86-64 TSO may
+reorder through the store buffer. A wake-up can therefore be missed; the
+consumer's sleep is always bounded by a timeout (default 1 ms), which caps the
+cost of that rare race at one timeout. docs/shm.md gives the argument.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+import posix_ipc
+
+__all__ = ["Doorbell", "doorbell_name"]
+
+
+def doorbell_name(bell_id: int) -> str:
+    return f"/wiresens.bell.{bell_id:x}"
+
+
+class Doorbell:
+    """A consumer's doorbell. Create it in the consumer; producers use :meth:`open`."""
+
+    def __init__(self, bell_id: int, sem: posix_ipc.Semaphore, owner: bool) -> None:
+        self.id = bell_id
+        self._sem = sem
+        self._owner = owner
+
+    @classmethod
+    def create(cls) -> Doorbell:
+        bell_id = secrets.randbits(63) or 1
+        sem = posix_ipc.Semaphore(doorbell_name(bell_id), posix_ipc.O_CREX, mode=0o600, initial_value=0)
+        return cls(bell_id, sem, owner=True)
+
+    @classmethod
+    def open(cls, bell_id: int) -> Doorbell | None:
+        """Open another process's doorbell; None if it no longer exists."""
+        try:
+            sem = posix_ipc.Semaphore(doorbell_name(bell_id))
+        except posix_ipc.ExistentialError:
+            return None
+        return cls(bell_id, sem, owner=False)
+
+    def ring(self) -> None:
+        # Never let the count run away: one pending post is enough to wake the sleeper.
+        if self._sem.value < 2:
+            self._sem.release()
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep until rung or ``timeout`` seconds pass; True if rung."""
+        try:
+            self._sem.acquire(timeout)
+        except posix_ipc.BusyError:
+            return False
+        return True
+
+    def close(self) -> None:
+        try:
+            self._sem.close()
+        except posix_ipc.ExistentialError:
+            pass
+        if self._owner:
+            try:
+                self._sem.unlink()
+            except posix_ipc.ExistentialError:
+                pass
+
+    def __repr__(self) -> str:
+        return f"Doorbell(id={self.id:#x}, owner={self._owner}, pid={os.getpid()})"

@@ -1,0 +1,23 @@
+"""The ``wiresens`` command line (typer). Each command group lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from . import bench, shm
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="wiresens",
+    help="Wiresens: a low-latency crypto trading node on shared-memory actors.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(shm.app, name="shm")
+app.add_typer(bench.app, name="bench")
+
+
+def main() -> None:
+    app()

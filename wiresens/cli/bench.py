@@ -1,0 +1,31 @@
+"""``wiresens bench <topic>``: run one benchmark of the ``benchmarks`` package."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import typer
+
+app = typer.Typer(help="Run a benchmark and print its figures (p50/p99/p99.9, throughput).", no_args_is_help=True)
+
+
+def _run(topic: str, **kwargs: Any) -> None:
+    try:
+        mod = importlib.import_module(f"benchmarks.bench_{topic}")
+    except ModuleNotFoundError as exc:
+        raise typer.BadParameter(
+            f"benchmark {topic!r} is not installed ({exc}); install Wiresens from a source "
+            "checkout (`make node` or `pip install -e .`)"
+        ) from None
+    mod.main(**kwargs)
+
+
+@app.command("ring")
+def ring(
+    json_out: str = typer.Option(None, "--json", help="Also write the figures as JSON to this file ('-' for stdout)."),
+    records: int = typer.Option(200_000, help="Records per latency run."),
+    runs: int = typer.Option(1, help="Repeat the whole benchmark and report medians."),
+) -> None:
+    """SPSC ring: one-way latency (spin, block) and throughput vs multiprocessing.Pipe."""
+    _run("ring", json_out=json_out, records=records, runs=runs)

@@ -1,0 +1,100 @@
+"""``wiresens shm ls|rm``: inspect and clean the node's shared-memory segments."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import typer
+
+from wiresens.records import RecordKind
+from wiresens.shm import Ring, list_segments, unlink
+from wiresens.shm.errors import ShmError
+
+app = typer.Typer(help="Inspect and remove shared-memory segments.", no_args_is_help=True)
+
+
+def _kind_name(kind: int) -> str:
+    try:
+        return RecordKind(kind).name
+    except ValueError:
+        return "mixed" if kind == 0 else str(kind)
+
+
+@app.command("ls")
+def ls(
+    prefix: str = typer.Option("wiresens", help="Only segments whose name starts with this."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per segment."),
+) -> None:
+    """List segments with owner pid (alive/dead), capacity, fill and counters."""
+    rows = []
+    for info in list_segments(prefix):
+        row: dict[str, object] = {
+            "name": info.name,
+            "structure": info.structure,
+            "kind": _kind_name(info.record_kind),
+            "record_size": info.record_size,
+            "capacity": info.capacity,
+            "owner_pid": info.creator_pid,
+            "owner_alive": info.creator_alive,
+            "age_s": round((time.time_ns() - info.created_ns) / 1e9, 1),
+            "bytes": info.size,
+        }
+        if info.structure == "ring":
+            try:
+                ring = Ring.attach(info.name, None)
+            except ShmError:
+                pass
+            else:
+                s = ring.stats()
+                row.update(
+                    written=s.written,
+                    read=s.read,
+                    full=s.full,
+                    fill=s.fill,
+                    producer=f"{s.producer_pid}{'' if s.producer_alive else ' (dead)'}",
+                    consumer=f"{s.consumer_pid}{'' if s.consumer_alive else ' (dead)'}",
+                )
+                ring.close()
+        rows.append(row)
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row))
+        return
+    if not rows:
+        typer.echo(f"no Wiresens segments with prefix {prefix!r} in /dev/shm")
+        return
+    head = f"{'NAME':<40} {'TYPE':<8} {'KIND':<16} {'CAP':>8} {'FILL':>8} {'WRITTEN':>12} {'READ':>12} {'FULL':>8}  OWNER"
+    typer.echo(head)
+    for r in rows:
+        owner = f"{r['owner_pid']} {'alive' if r['owner_alive'] else 'DEAD'}"
+        typer.echo(
+            f"{r['name']!s:<40} {r['structure']!s:<8} {r['kind']!s:<16} {r['capacity']!s:>8} "
+            f"{r.get('fill', '-')!s:>8} {r.get('written', '-')!s:>12} {r.get('read', '-')!s:>12} "
+            f"{r.get('full', '-')!s:>8}  {owner}"
+        )
+
+
+@app.command("rm")
+def rm(
+    names: list[str] = typer.Argument(None, help="Segment names; default: every stale one."),
+    prefix: str = typer.Option("wiresens", help="With no names: only under this prefix."),
+    force: bool = typer.Option(False, "--force", help="Also remove segments whose owner is alive."),
+) -> None:
+    """Remove stale segments (owner dead), or the named ones."""
+    infos = {i.name: i for i in list_segments("")}
+    targets = names or [n for n, i in infos.items() if n.startswith(prefix) and not i.creator_alive]
+    removed = 0
+    for n in targets:
+        info = infos.get(n)
+        if info is not None and info.creator_alive and not force:
+            typer.echo(
+                f"{n}: owner pid {info.creator_pid} is alive; stop it first or pass --force", err=True
+            )
+            continue
+        if unlink(n):
+            removed += 1
+            typer.echo(f"removed {n}")
+        else:
+            typer.echo(f"{n}: no such segment", err=True)
+    typer.echo(f"{removed} segment(s) removed")

@@ -1,0 +1,63 @@
+"""Exact conversion between Binance decimal strings and int64 fixed point (8 decimals).
+
+No floats anywhere: ``"0.00100000"`` -> ``100000``, ``"65432.10"`` -> ``6543210000000``,
+and back to the canonical 8-decimal string. A value with more than 8 significant
+decimals, or outside int64, is refused rather than rounded.
+"""
+
+from __future__ import annotations
+
+from .errors import FixedPointError
+
+__all__ = ["DECIMALS", "SCALE", "from_fixed", "to_fixed", "to_fixed_bytes"]
+
+DECIMALS = 8
+SCALE = 10**DECIMALS
+_INT64_MAX = (1 << 63) - 1
+_DIGITS = frozenset("0123456789")
+
+
+def to_fixed(text: str) -> int:
+    """Parse a decimal string (optional sign, optional fraction) into fixed point."""
+    s = text.strip()
+    neg = s.startswith("-")
+    if neg or s.startswith("+"):
+        s = s[1:]
+    whole, dot, frac = s.partition(".")
+    if (not whole and not frac) or not (_DIGITS.issuperset(whole) and _DIGITS.issuperset(frac)):
+        raise FixedPointError(f"{text!r} is not a decimal number (expected digits like '65432.10')")
+    if dot and not frac and not whole:
+        raise FixedPointError(f"{text!r} is not a decimal number")
+    if len(frac) > DECIMALS:
+        extra = frac[DECIMALS:]
+        if extra.strip("0"):
+            raise FixedPointError(
+                f"{text!r} has more than {DECIMALS} decimals; Wiresens keeps exactly {DECIMALS} "
+                "and will not round"
+            )
+        frac = frac[:DECIMALS]
+    value = int(whole or "0") * SCALE + int(frac.ljust(DECIMALS, "0") if frac else "0")
+    if value > _INT64_MAX:
+        raise FixedPointError(f"{text!r} does not fit in int64 fixed point (max 92233720368.54775807)")
+    return -value if neg else value
+
+
+def to_fixed_bytes(raw: bytes) -> int:
+    """:func:`to_fixed` for ASCII bytes, as sliced from a raw frame."""
+    return to_fixed(raw.decode("ascii"))
+
+
+def from_fixed(value: int, decimals: int = DECIMALS) -> str:
+    """Format fixed point as a decimal string with ``decimals`` places (8 is Binance's form)."""
+    neg = value < 0
+    v = -value if neg else value
+    whole, frac = divmod(v, SCALE)
+    digits = f"{frac:08d}"
+    if decimals < DECIMALS:
+        if digits[decimals:].strip("0"):
+            raise FixedPointError(
+                f"{value} has non-zero digits beyond {decimals} decimals; use more decimals"
+            )
+        digits = digits[:decimals]
+    text = f"{whole}.{digits}" if decimals else str(whole)
+    return f"-{text}" if neg else text
