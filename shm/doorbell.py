@@ -15,6 +15,7 @@ cost of that rare race at one timeout. docs/shm.md gives the argument.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 
@@ -38,7 +39,9 @@ class Doorbell:
     @classmethod
     def create(cls) -> Doorbell:
         bell_id = secrets.randbits(63) or 1
-        sem = posix_ipc.Semaphore(doorbell_name(bell_id), posix_ipc.O_CREX, mode=0o600, initial_value=0)
+        sem = posix_ipc.Semaphore(
+            doorbell_name(bell_id), posix_ipc.O_CREX, mode=0o600, initial_value=0
+        )
         return cls(bell_id, sem, owner=True)
 
     @classmethod
@@ -64,15 +67,11 @@ class Doorbell:
         return True
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(posix_ipc.ExistentialError):
             self._sem.close()
-        except posix_ipc.ExistentialError:
-            pass
         if self._owner:
-            try:
+            with contextlib.suppress(posix_ipc.ExistentialError):
                 self._sem.unlink()
-            except posix_ipc.ExistentialError:
-                pass
 
     def __repr__(self) -> str:
         return f"Doorbell(id={self.id:#x}, owner={self._owner}, pid={os.getpid()})"

@@ -90,7 +90,7 @@ class BlockIdle:
         self._empty += 1
         if self._empty <= self.spins:
             return
-        armed = []
+        armed: list[Consumer] = []
         for c in self.consumers:
             if not c.set_waiting():
                 for a in armed:

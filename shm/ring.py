@@ -214,7 +214,18 @@ def _claim_role(ring: Ring, pid_word: int, start_word: int, role: str) -> None:
 class Producer:
     """The writing end. Only one live process may hold it."""
 
-    __slots__ = ("_buf", "_cached_read", "_doorbell", "_mask", "_size", "_w", "_words", "cap", "ring", "slots")
+    __slots__ = (
+        "_buf",
+        "_cached_read",
+        "_doorbell",
+        "_mask",
+        "_size",
+        "_w",
+        "_words",
+        "cap",
+        "ring",
+        "slots",
+    )
 
     def __init__(self, ring: Ring) -> None:
         _claim_role(ring, W_PRODUCER_PID, W_PRODUCER_START, "producer")
@@ -228,7 +239,9 @@ class Producer:
         self._w: int = ring.words[W_WRITE]
         self._cached_read: int = ring.words[W_READ]
         # Byte view of the slot area: copying bytes is ~4x cheaper than numpy void assignment.
-        self._buf = ring.segment.buf[ring.segment.data_offset : ring.segment.data_offset + self.cap * self._size]
+        self._buf = ring.segment.buf[
+            ring.segment.data_offset : ring.segment.data_offset + self.cap * self._size
+        ]
         self._doorbell: Doorbell | None = None
 
     def _has_room(self, n: int) -> bool:
@@ -302,7 +315,7 @@ class Producer:
                 return 0
             n = min(n, free)
         size = self._size
-        src = memoryview(records).cast("B")
+        src = memoryview(records).cast("B")  # type: ignore[arg-type]
         start = self._w & self._mask
         first = min(n, self.cap - start)
         self._buf[start * size : (start + first) * size] = src[: first * size]
@@ -351,7 +364,9 @@ class Consumer:
         self._size = ring.record_size
         self._words = ring.words
         self._r: int = ring.words[W_READ]
-        self._buf = ring.segment.buf[ring.segment.data_offset : ring.segment.data_offset + self.cap * self._size]
+        self._buf = ring.segment.buf[
+            ring.segment.data_offset : ring.segment.data_offset + self.cap * self._size
+        ]
 
     @property
     def position(self) -> int:
@@ -397,7 +412,7 @@ class Consumer:
         if n <= 0:
             return 0
         size = self._size
-        dst = memoryview(out).cast("B")
+        dst = memoryview(out).cast("B")  # type: ignore[arg-type]
         start = r & self._mask
         first = min(n, self.cap - start)
         dst[: first * size] = self._buf[start * size : (start + first) * size]

@@ -27,6 +27,7 @@ Attaching compares the header with what the caller expects and raises
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import time
@@ -291,11 +292,9 @@ class Segment:
         self.header = np.empty(0, HEADER_DTYPE)
         self.words.release()
         self.buf.release()
-        try:
+        # A numpy view may still export the buffer; the mapping is then freed with the last view.
+        with contextlib.suppress(BufferError):
             self._mmap.close()
-        except BufferError:
-            # A numpy view still exports the buffer; the mapping is freed with the last view.
-            pass
 
     def unlink(self) -> None:
         """Remove the segment's name; processes that have it mapped keep their mapping."""

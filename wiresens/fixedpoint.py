@@ -36,9 +36,11 @@ def to_fixed(text: str) -> int:
                 "and will not round"
             )
         frac = frac[:DECIMALS]
-    value = int(whole or "0") * SCALE + int(frac.ljust(DECIMALS, "0") if frac else "0")
+    value: int = int(whole or "0") * SCALE + int(frac.ljust(DECIMALS, "0") if frac else "0")
     if value > _INT64_MAX:
-        raise FixedPointError(f"{text!r} does not fit in int64 fixed point (max 92233720368.54775807)")
+        raise FixedPointError(
+            f"{text!r} does not fit in int64 fixed point (max 92233720368.54775807)"
+        )
     return -value if neg else value
 
 

@@ -152,13 +152,11 @@ def _record(fields: list[tuple[str, str]], size: int) -> np.dtype[Any]:
     if dt.itemsize > size:
         raise AssertionError(f"record of {dt.itemsize} bytes exceeds {size}")
     if dt.itemsize < size:
-        dt = np.dtype(_HEADER_FIELDS + [*fields, ("_pad", f"V{size - dt.itemsize}")])
+        dt = np.dtype([*_HEADER_FIELDS, *fields, ("_pad", f"V{size - dt.itemsize}")])
     return dt
 
 
-DEPTH_UPDATE = _record(
-    [("update_id", "<i8"), ("price", "<i8"), ("qty", "<i8"), ("side", "u1")], 64
-)
+DEPTH_UPDATE = _record([("update_id", "<i8"), ("price", "<i8"), ("qty", "<i8"), ("side", "u1")], 64)
 """One price level changed (qty 0 deletes it). ``update_id`` is Binance's ``u``."""
 
 TOP_OF_BOOK = _record(
@@ -234,13 +232,27 @@ POSITION_UPDATE = _record(
 """A policy's position in one symbol; PnL in quote-asset fixed point."""
 
 CONTROL = _record(
-    [("command", "<u2"), ("target", "<u2"), ("_r", "<u4"), ("arg0", "<i8"), ("arg1", "<i8"), ("arg2", "<i8")],
+    [
+        ("command", "<u2"),
+        ("target", "<u2"),
+        ("_r", "<u4"),
+        ("arg0", "<i8"),
+        ("arg1", "<i8"),
+        ("arg2", "<i8"),
+    ],
     64,
 )
 """A command to an actor (stop, kill switch, resume, reparameterise)."""
 
 HEARTBEAT = _record(
-    [("actor", "<u2"), ("state", "<u2"), ("pid", "<i4"), ("seq", "<i8"), ("work", "<i8"), ("load", "<i8")],
+    [
+        ("actor", "<u2"),
+        ("state", "<u2"),
+        ("pid", "<i4"),
+        ("seq", "<i8"),
+        ("work", "<i8"),
+        ("load", "<i8"),
+    ],
     64,
 )
 """An actor's liveness and duty-cycle counters."""

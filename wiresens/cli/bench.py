@@ -7,7 +7,9 @@ from typing import Any
 
 import typer
 
-app = typer.Typer(help="Run a benchmark and print its figures (p50/p99/p99.9, throughput).", no_args_is_help=True)
+app = typer.Typer(
+    help="Run a benchmark and print its figures (p50/p99/p99.9, throughput).", no_args_is_help=True
+)
 
 
 def _run(topic: str, **kwargs: Any) -> None:
@@ -23,7 +25,9 @@ def _run(topic: str, **kwargs: Any) -> None:
 
 @app.command("ring")
 def ring(
-    json_out: str = typer.Option(None, "--json", help="Also write the figures as JSON to this file ('-' for stdout)."),
+    json_out: str = typer.Option(
+        None, "--json", help="Also write the figures as JSON to this file ('-' for stdout)."
+    ),
     records: int = typer.Option(200_000, help="Records per latency run."),
     runs: int = typer.Option(1, help="Repeat the whole benchmark and report medians."),
 ) -> None:

@@ -89,7 +89,8 @@ def rm(
         info = infos.get(n)
         if info is not None and info.creator_alive and not force:
             typer.echo(
-                f"{n}: owner pid {info.creator_pid} is alive; stop it first or pass --force", err=True
+                f"{n}: owner pid {info.creator_pid} is alive; stop it first or pass --force",
+                err=True,
             )
             continue
         if unlink(n):
