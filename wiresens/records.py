@@ -33,6 +33,7 @@ import numpy as np
 
 __all__ = [
     "ACCOUNT_UPDATE",
+    "ACTOR_STATUS",
     "CONTROL",
     "DEPTH_UPDATE",
     "DTYPES",
@@ -74,6 +75,7 @@ class RecordKind(IntEnum):
     POSITION_UPDATE = 31
     CONTROL = 40
     HEARTBEAT = 41
+    ACTOR_STATUS = 42
 
 
 class Side(IntEnum):
@@ -257,6 +259,25 @@ HEARTBEAT = _record(
 )
 """An actor's liveness and duty-cycle counters."""
 
+ACTOR_STATUS = _record(
+    [
+        ("actor", "<u2"),
+        ("state", "<u2"),
+        ("pid", "<i4"),
+        ("cpu", "<i4"),
+        ("restarts", "<u4"),
+        ("heartbeat_seq", "<i8"),
+        ("cycles", "<i8"),
+        ("work", "<i8"),
+        ("errors", "<i8"),
+        ("started_ns", "<i8"),
+        ("name", "S24"),
+    ],
+    128,
+)
+"""An actor's published lifecycle state and counters (``ts_pub`` = last heartbeat), one
+seqlock slot per actor in the node's status segment, read by ``wiresens node status``."""
+
 MARKET_SLOT = np.dtype((np.void, 64))
 """Slot type of rings that carry several 64-byte kinds (depth, top of book, trade)."""
 ORDER_SLOT = np.dtype((np.void, 128))
@@ -274,6 +295,7 @@ DTYPES: dict[RecordKind, np.dtype[Any]] = {
     RecordKind.POSITION_UPDATE: POSITION_UPDATE,
     RecordKind.CONTROL: CONTROL,
     RecordKind.HEARTBEAT: HEARTBEAT,
+    RecordKind.ACTOR_STATUS: ACTOR_STATUS,
 }
 
 SCHEMA_VERSION: dict[RecordKind, int] = {kind: 1 for kind in RecordKind}
