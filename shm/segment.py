@@ -96,6 +96,15 @@ def dtype_hash(dtype: np.dtype[Any]) -> int:
     return h
 
 
+def _describe_dtype(dtype: np.dtype[Any]) -> str:
+    if dtype.names:
+        fields = ", ".join(f"{n}:{dtype.fields[n][0].str}" for n in dtype.names)  # type: ignore[index]
+        text = f"({fields})"
+    else:
+        text = dtype.str
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
 def _posix_name(name: str) -> str:
     if "/" in name or not name or len(name) > 47:
         raise ValueError(
@@ -165,13 +174,24 @@ class Segment:
             shm = posix_ipc.SharedMemory(pname, posix_ipc.O_CREX, mode=0o600, size=size)
         except posix_ipc.ExistentialError:
             info = describe(name)
+            if info is not None and not info.valid:
+                # Not ours, or a creator still writing its header: never delete either.
+                raise SegmentExistsError(
+                    f"/dev/shm/{name} exists and is not a Wiresens segment (no valid header); "
+                    f"choose another shm prefix, or remove it with `wiresens shm rm {name}` "
+                    "if you know it is garbage"
+                ) from None
             if replace_stale and info is not None and not info.creator_alive:
                 posix_ipc.unlink_shared_memory(pname)
                 shm = posix_ipc.SharedMemory(pname, posix_ipc.O_CREX, mode=0o600, size=size)
             else:
-                owner = f"pid {info.creator_pid}" if info is not None else "an unknown process"
+                owner = (
+                    f"live pid {info.creator_pid}"
+                    if info is not None and info.creator_alive
+                    else "another process"
+                )
                 raise SegmentExistsError(
-                    f"shared-memory segment {name!r} exists and is owned by live {owner}; "
+                    f"shared-memory segment {name!r} exists and is owned by {owner}; "
                     "stop that node or choose another shm prefix"
                 ) from None
         try:
@@ -255,15 +275,27 @@ class Segment:
             ("schema version", int(h["schema_version"]), schema_version),
             ("capacity", int(h["capacity"]), capacity),
         ]
-        if dtype is not None:
-            pairs.append(("record size", int(h["record_size"]), dtype.itemsize))
-            pairs.append(("dtype hash", int(h["dtype_hash"]), dtype_hash(dtype)))
         for what, have, want in pairs:
             if want is not None and have != want:
                 raise LayoutMismatchError(
                     f"segment {self.name!r}: {what} in the segment is {have}, this process "
                     f"expects {want}; both sides must run the same Wiresens version "
                     "(restart the node, or remove the stale segment with `wiresens shm rm`)"
+                )
+        if dtype is not None:
+            size, want_size = int(h["record_size"]), dtype.itemsize
+            seg_hash, want_hash = int(h["dtype_hash"]), dtype_hash(dtype)
+            if size != want_size or seg_hash != want_hash:
+                what = (
+                    f"the segment holds {size}-byte records, this process expects {want_size}-byte"
+                    if size != want_size
+                    else f"the record dtype differs (both {size} bytes)"
+                )
+                raise LayoutMismatchError(
+                    f"segment {self.name!r}: {what}: segment dtype hash {seg_hash:#018x}, "
+                    f"this process's dtype {_describe_dtype(dtype)} hashes to {want_hash:#018x}; "
+                    "both sides must use the same record dtype (same Wiresens version and "
+                    "record kind), or remove the stale segment with `wiresens shm rm`"
                 )
 
     # -- queries --------------------------------------------------------------------
