@@ -17,29 +17,46 @@ _INT64_MAX = (1 << 63) - 1
 _DIGITS = frozenset("0123456789")
 
 
+def _show(text: str) -> str:
+    return repr(text) if len(text) <= 40 else repr(text[:37]) + "..."
+
+
 def to_fixed(text: str) -> int:
-    """Parse a decimal string (optional sign, optional fraction) into fixed point."""
+    """Parse a decimal string (optional sign, optional fraction) into fixed point.
+
+    Raises
+    ------
+    FixedPointError
+        ``text`` is not a plain decimal (no exponent, ASCII digits only), has more than
+        8 non-zero decimals, or lies outside int64 fixed point.
+    """
     s = text.strip()
     neg = s.startswith("-")
     if neg or s.startswith("+"):
         s = s[1:]
-    whole, dot, frac = s.partition(".")
+    whole, _, frac = s.partition(".")
     if (not whole and not frac) or not (_DIGITS.issuperset(whole) and _DIGITS.issuperset(frac)):
-        raise FixedPointError(f"{text!r} is not a decimal number (expected digits like '65432.10')")
-    if dot and not frac and not whole:
-        raise FixedPointError(f"{text!r} is not a decimal number")
+        raise FixedPointError(
+            f"{_show(text)} is not a decimal number (expected digits like '65432.10')"
+        )
     if len(frac) > DECIMALS:
         extra = frac[DECIMALS:]
         if extra.strip("0"):
             raise FixedPointError(
-                f"{text!r} has more than {DECIMALS} decimals; Wiresens keeps exactly {DECIMALS} "
+                f"{_show(text)} has more than {DECIMALS} decimals; Wiresens keeps exactly {DECIMALS} "
                 "and will not round"
             )
         frac = frac[:DECIMALS]
-    value: int = int(whole or "0") * SCALE + int(frac.ljust(DECIMALS, "0") if frac else "0")
-    if value > _INT64_MAX:
+    whole = whole.lstrip("0")
+    # int64 fixed point has at most 11 whole digits; checking first also keeps int() off
+    # absurdly long strings (CPython refuses > 4300 digits with a ValueError of its own).
+    value = -1
+    if len(whole) <= 11:
+        value = int(whole or "0") * SCALE + (int(frac.ljust(DECIMALS, "0")) if frac else 0)
+    if value < 0 or value > (_INT64_MAX + 1 if neg else _INT64_MAX):
         raise FixedPointError(
-            f"{text!r} does not fit in int64 fixed point (max 92233720368.54775807)"
+            f"{_show(text)} does not fit in int64 fixed point "
+            "(range -92233720368.54775808 .. 92233720368.54775807)"
         )
     return -value if neg else value
 
@@ -55,7 +72,11 @@ def from_fixed(value: int, decimals: int = DECIMALS) -> str:
     v = -value if neg else value
     whole, frac = divmod(v, SCALE)
     digits = f"{frac:08d}"
-    if decimals < DECIMALS:
+    if decimals < 0:
+        raise ValueError(f"decimals must be >= 0, got {decimals}")
+    if decimals > DECIMALS:
+        digits += "0" * (decimals - DECIMALS)
+    elif decimals < DECIMALS:
         if digits[decimals:].strip("0"):
             raise FixedPointError(
                 f"{value} has non-zero digits beyond {decimals} decimals; use more decimals"
