@@ -15,8 +15,11 @@ Positions are monotonic int64 counters (they never wrap in practice: 2**63
 records at 10**9/s is 292 years), so ``write_pos - read_pos`` is the fill,
 ``write_pos`` the number written and ``read_pos`` the number read. Each line is
 128 bytes apart so the two sides never share a cache line (nor an adjacent-line
-prefetch pair). The producer keeps a private cached copy of ``read_pos`` and
-reloads the shared one only when the ring looks full.
+prefetch pair). The producer keeps a private cached copy of ``read_pos`` (as
+``read_pos + capacity``, the first position it may not write) and reloads the
+shared one only when the ring looks full; the consumer keeps one of ``write_pos``
+and reloads it only when the ring looks empty. Neither side touches the other's
+line while it has work, which is what makes the ring cheap under load.
 
 Memory model. The ring is correct on x86-64 and refuses other platforms
 (:class:`UnsupportedPlatformError`) until validated there:
@@ -29,7 +32,9 @@ Memory model. The ring is correct on x86-64 and refuses other platforms
   single-copy atomic on x86-64, so a reader never sees half a position.
 * The producer copies the payload into the slot *before* it stores the new
   ``write_pos``; the consumer loads ``write_pos`` *before* it reads the slot.
-  By TSO the consumer that sees the position sees the payload.
+  By TSO the consumer that sees the position sees the payload. A cached
+  ``write_pos`` is such an earlier load: every slot below it was complete when
+  it was loaded.
 * The consumer stores ``read_pos`` only after it has finished with the slot;
   the producer reuses a slot only after loading a ``read_pos`` past it.
 * Python executes each load and store as a separate, opaque C call, so the C
@@ -216,8 +221,8 @@ class Producer:
 
     __slots__ = (
         "_buf",
-        "_cached_read",
         "_doorbell",
+        "_limit",
         "_mask",
         "_size",
         "_w",
@@ -237,47 +242,50 @@ class Producer:
         self._words = ring.words
         # A restarted producer continues from the published position.
         self._w: int = ring.words[W_WRITE]
-        self._cached_read: int = ring.words[W_READ]
+        # First position that would overwrite an unread slot, by the last read_pos loaded:
+        # the cached consumer position plus the capacity, so the fast path is one compare.
+        self._limit: int = ring.words[W_READ] + self.cap
         # Byte view of the slot area: copying bytes is ~4x cheaper than numpy void assignment.
         self._buf = ring.segment.buf[
             ring.segment.data_offset : ring.segment.data_offset + self.cap * self._size
         ]
         self._doorbell: Doorbell | None = None
 
-    def _has_room(self, n: int) -> bool:
-        if self._w + n - self._cached_read <= self.cap:
-            return True
-        self._cached_read = self._words[W_READ]
-        return self._w + n - self._cached_read <= self.cap
-
     def try_write(self, record: Any) -> bool:
-        """Copy one record (bytes-like of ``itemsize`` bytes) into the ring; False when full."""
+        """Copy one record (bytes-like of ``itemsize`` bytes) into the ring; False when full.
+
+        Fastest with a preallocated ``memoryview(arr).cast("B")`` of a one-element array.
+        """
         w = self._w
-        if w - self._cached_read >= self.cap:
-            self._cached_read = self._words[W_READ]
-            if w - self._cached_read >= self.cap:
-                self._words[W_FULL] += 1
+        words = self._words
+        if w >= self._limit:
+            self._limit = words[W_READ] + self.cap
+            if w >= self._limit:
+                words[W_FULL] += 1
                 return False
-        off = (w & self._mask) * self._size
-        self._buf[off : off + self._size] = record
+        size = self._size
+        off = (w & self._mask) * size
+        # Payload first, then the position (the memory-ordering argument above).
+        self._buf[off : off + size] = record
         self._w = w = w + 1
-        self._words[W_WRITE] = w
-        if self._words[W_WAITING]:
+        words[W_WRITE] = w
+        if words[W_WAITING]:
             self._ring_doorbell()
         return True
 
     def try_write_record(self, record: np.void | np.ndarray[Any, Any]) -> bool:
         """Like :meth:`try_write` for a numpy record (a void scalar or a one-element array)."""
         w = self._w
-        if w - self._cached_read >= self.cap:
-            self._cached_read = self._words[W_READ]
-            if w - self._cached_read >= self.cap:
-                self._words[W_FULL] += 1
+        words = self._words
+        if w >= self._limit:
+            self._limit = words[W_READ] + self.cap
+            if w >= self._limit:
+                words[W_FULL] += 1
                 return False
         self.slots[w & self._mask] = record
         self._w = w = w + 1
-        self._words[W_WRITE] = w
-        if self._words[W_WAITING]:
+        words[W_WRITE] = w
+        if words[W_WAITING]:
             self._ring_doorbell()
         return True
 
@@ -287,50 +295,70 @@ class Producer:
         Fill ``slots[i]`` (or the bytes of it), then :meth:`commit`. Claims do not nest.
         """
         w = self._w
-        if w - self._cached_read >= self.cap:
-            self._cached_read = self._words[W_READ]
-            if w - self._cached_read >= self.cap:
-                self._words[W_FULL] += 1
+        if w >= self._limit:
+            words = self._words
+            self._limit = words[W_READ] + self.cap
+            if w >= self._limit:
+                words[W_FULL] += 1
                 return -1
         return w & self._mask
 
     def commit(self) -> None:
         """Publish the slot returned by the last successful :meth:`claim`."""
         self._w = w = self._w + 1
-        self._words[W_WRITE] = w
-        if self._words[W_WAITING]:
+        words = self._words
+        words[W_WRITE] = w
+        if words[W_WAITING]:
             self._ring_doorbell()
 
-    def write_batch(self, records: np.ndarray[Any, Any]) -> int:
-        """Copy as many of ``records`` (C-contiguous, the ring's dtype) as fit; returns the count."""
-        n = len(records)
+    def write_batch(self, records: np.ndarray[Any, Any] | memoryview) -> int:
+        """Copy as many of ``records`` as fit; returns the count (0 when full).
+
+        ``records`` is a C-contiguous array of the ring's dtype, or a byte view of one
+        (a preallocated ``memoryview(arr).cast("B")`` and slices of it skip the cast).
+        """
+        size = self._size
+        src = records if isinstance(records, memoryview) else memoryview(records).cast("B")  # type: ignore[arg-type]
+        nbytes = src.nbytes
+        n = nbytes // size
+        if n * size != nbytes:
+            raise ValueError(
+                f"ring {self.ring.name!r}: a batch of {nbytes} bytes is not a whole number of "
+                f"{size}-byte records; pass an array of the ring's dtype {self.ring.dtype}"
+            )
         if n == 0:
             return 0
-        free = self.cap - (self._w - self._cached_read)
+        w = self._w
+        words = self._words
+        free = self._limit - w
         if free < n:
-            self._cached_read = self._words[W_READ]
-            free = self.cap - (self._w - self._cached_read)
+            self._limit = words[W_READ] + self.cap
+            free = self._limit - w
             if free <= 0:
-                self._words[W_FULL] += 1
+                words[W_FULL] += 1
                 return 0
-            n = min(n, free)
-        size = self._size
-        src = memoryview(records).cast("B")  # type: ignore[arg-type]
-        start = self._w & self._mask
-        first = min(n, self.cap - start)
-        self._buf[start * size : (start + first) * size] = src[: first * size]
-        if first < n:
-            self._buf[: (n - first) * size] = src[first * size : n * size]
-        self._w = w = self._w + n
-        self._words[W_WRITE] = w
-        if self._words[W_WAITING]:
+            if free < n:
+                n = free
+        start = w & self._mask
+        first = self.cap - start
+        if first >= n:
+            self._buf[start * size : (start + n) * size] = (
+                src[: n * size] if n * size != nbytes else src
+            )
+        else:
+            cut = first * size
+            self._buf[start * size :] = src[:cut]
+            self._buf[: n * size - cut] = src[cut : n * size]
+        self._w = w = w + n
+        words[W_WRITE] = w
+        if words[W_WAITING]:
             self._ring_doorbell()
         return n
 
     def free(self) -> int:
         """Slots free now (reloads the consumer position)."""
-        self._cached_read = self._words[W_READ]
-        return self.cap - (self._w - self._cached_read)
+        self._limit = self._words[W_READ] + self.cap
+        return self._limit - self._w
 
     def _ring_doorbell(self) -> None:
         words = self._words
@@ -353,7 +381,7 @@ class Producer:
 class Consumer:
     """The reading end. Only one live process may hold it; it resumes at ``read_pos``."""
 
-    __slots__ = ("_buf", "_mask", "_r", "_size", "_words", "cap", "ring", "slots")
+    __slots__ = ("_buf", "_mask", "_r", "_size", "_words", "_written", "cap", "ring", "slots")
 
     def __init__(self, ring: Ring) -> None:
         _claim_role(ring, W_CONSUMER_PID, W_CONSUMER_START, "consumer")
@@ -364,6 +392,9 @@ class Consumer:
         self._size = ring.record_size
         self._words = ring.words
         self._r: int = ring.words[W_READ]
+        # The last write_pos loaded: records below it are readable without touching the
+        # producer's cache line again (its payloads were visible when it was loaded).
+        self._written: int = self._r
         self._buf = ring.segment.buf[
             ring.segment.data_offset : ring.segment.data_offset + self.cap * self._size
         ]
@@ -375,17 +406,28 @@ class Consumer:
 
     def available(self) -> int:
         """Records written and not yet released."""
-        return self._words[W_WRITE] - self._r
+        self._written = self._words[W_WRITE]
+        return self._written - self._r
 
     def try_read(self, out: memoryview | bytearray) -> bool:
-        """Copy the next record's bytes into ``out`` and release it; False when empty."""
+        """Copy the next record's bytes into ``out`` and release it; False when empty.
+
+        ``out`` is best a preallocated ``memoryview(arr).cast("B")`` of a one-element array
+        (a ``bytearray`` costs twice as much, and one of the wrong size is silently resized).
+        """
         r = self._r
-        if self._words[W_WRITE] == r:
-            return False
-        off = (r & self._mask) * self._size
-        out[:] = self._buf[off : off + self._size]
+        words = self._words
+        if r >= self._written:
+            # Load write_pos before reading the slot (the memory-ordering argument above).
+            w = words[W_WRITE]
+            if r >= w:
+                return False
+            self._written = w
+        size = self._size
+        off = (r & self._mask) * size
+        out[:] = self._buf[off : off + size]
         self._r = r = r + 1
-        self._words[W_READ] = r
+        words[W_READ] = r
         return True
 
     def peek(self, limit: int = 1 << 30) -> np.ndarray[Any, Any]:
@@ -394,9 +436,9 @@ class Consumer:
         The records stay owned by the ring until :meth:`release`; an empty view when none.
         """
         r = self._r
-        n = self._words[W_WRITE] - r
+        self._written = self._words[W_WRITE]
         start = r & self._mask
-        n = min(n, limit, self.cap - start)
+        n = min(self._written - r, limit, self.cap - start)
         return self.slots[start : start + n]
 
     def release(self, n: int) -> None:
@@ -404,20 +446,38 @@ class Consumer:
         self._r = r = self._r + n
         self._words[W_READ] = r
 
-    def read_into(self, out: np.ndarray[Any, Any], limit: int | None = None) -> int:
-        """Copy up to ``limit`` (default ``len(out)``) records into ``out``, release them, return the count."""
-        want = len(out) if limit is None else min(limit, len(out))
+    def read_into(self, out: np.ndarray[Any, Any] | memoryview, limit: int | None = None) -> int:
+        """Copy up to ``limit`` (default: as many as fit) records into ``out``, release them.
+
+        ``out`` is a C-contiguous array of the ring's dtype, or a byte view of one (a
+        preallocated ``memoryview(arr).cast("B")`` skips the cast). Returns the count.
+        """
+        size = self._size
+        dst = out if isinstance(out, memoryview) else memoryview(out).cast("B")  # type: ignore[arg-type]
+        want = dst.nbytes // size
+        if limit is not None and limit < want:
+            want = limit
         r = self._r
-        n = min(self._words[W_WRITE] - r, want)
+        n = self._written - r
+        if n < want:
+            self._written = self._words[W_WRITE]
+            n = self._written - r
+            if n <= 0:
+                return 0
+            if n > want:
+                n = want
+        else:
+            n = want
         if n <= 0:
             return 0
-        size = self._size
-        dst = memoryview(out).cast("B")  # type: ignore[arg-type]
         start = r & self._mask
-        first = min(n, self.cap - start)
-        dst[: first * size] = self._buf[start * size : (start + first) * size]
-        if first < n:
-            dst[first * size : n * size] = self._buf[: (n - first) * size]
+        first = self.cap - start
+        if first >= n:
+            dst[: n * size] = self._buf[start * size : (start + n) * size]
+        else:
+            cut = first * size
+            dst[:cut] = self._buf[start * size :]
+            dst[cut : n * size] = self._buf[: n * size - cut]
         self._r = r = r + n
         self._words[W_READ] = r
         return n
@@ -428,9 +488,10 @@ class Consumer:
 
     def set_waiting(self) -> bool:
         """Announce a sleep; returns False (and withdraws) if records arrived meanwhile."""
-        self._words[W_WAITING] = 1
-        if self._words[W_WRITE] != self._r:
-            self._words[W_WAITING] = 0
+        words = self._words
+        words[W_WAITING] = 1
+        if words[W_WRITE] != self._r:
+            words[W_WAITING] = 0
             return False
         return True
 
