@@ -30,6 +30,7 @@ from msgspec import Raw, Struct
 __all__ = [
     "DECODERS",
     "USER_EVENTS",
+    "USER_EVENT_DECODER",
     "AccountBalance",
     "AccountInfo",
     "AccountPositionBalance",
@@ -59,6 +60,7 @@ __all__ = [
     "SymbolInfo",
     "Trade",
     "UserDataEnvelope",
+    "UserEvent",
     "WsApiError",
     "WsApiRequest",
     "WsApiResponse",
@@ -453,7 +455,7 @@ class WsApiResponse(Struct, frozen=True):
 # --------------------------------------------------------------------------- user data
 
 
-class ExecutionReport(Struct, frozen=True, gc=False):
+class ExecutionReport(Struct, frozen=True, gc=False, tag_field="e", tag="executionReport"):
     """User-data ``executionReport``: an order changed (new, trade, canceled, ...).
 
     ``c`` client order id, ``C`` original client order id (cancels), ``S`` side,
@@ -482,7 +484,7 @@ class ExecutionReport(Struct, frozen=True, gc=False):
     P: str = "0"
     F: str = "0"
     g: int = -1
-    C: str = ""
+    C: str | None = None
     r: str = "NONE"
     n: str | None = None
     N: str | None = None
@@ -494,7 +496,6 @@ class ExecutionReport(Struct, frozen=True, gc=False):
     O: int = 0  # noqa: E741 - Binance's name
     W: int = 0
     V: str = ""
-    e: str = "executionReport"
 
 
 class AccountPositionBalance(Struct, frozen=True, gc=False):
@@ -505,23 +506,27 @@ class AccountPositionBalance(Struct, frozen=True, gc=False):
     l: str  # noqa: E741 - Binance's name
 
 
-class OutboundAccountPosition(Struct, frozen=True, gc=False):
+class OutboundAccountPosition(
+    Struct, frozen=True, gc=False, tag_field="e", tag="outboundAccountPosition"
+):
     """User-data ``outboundAccountPosition``: balances that changed (``u`` last update time)."""
 
     E: int
     u: int
     B: tuple[AccountPositionBalance, ...]
-    e: str = "outboundAccountPosition"
 
 
-class BalanceUpdate(Struct, frozen=True, gc=False):
+class BalanceUpdate(Struct, frozen=True, gc=False, tag_field="e", tag="balanceUpdate"):
     """User-data ``balanceUpdate``: deposit/withdrawal/transfer ``d`` of asset ``a``."""
 
     E: int
     a: str
     d: str
     T: int
-    e: str = "balanceUpdate"
+
+
+UserEvent = ExecutionReport | OutboundAccountPosition | BalanceUpdate
+"""User-data events, a union tagged by ``e`` (decode in one pass; an unknown ``e`` fails)."""
 
 
 class UserDataEnvelope(Struct, frozen=True, gc=False):
@@ -564,6 +569,9 @@ DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {
     )
 }
 """One reusable ``msgspec.json.Decoder`` per Struct (building one per message is slow)."""
+
+USER_EVENT_DECODER: msgspec.json.Decoder[UserEvent] = msgspec.json.Decoder(UserEvent)
+"""Decodes any :data:`UserEvent` in one pass, dispatching on ``e``."""
 
 USER_EVENTS: dict[str, type[Struct]] = {
     "executionReport": ExecutionReport,
