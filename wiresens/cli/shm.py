@@ -47,13 +47,16 @@ def ls(
                 pass
             else:
                 s = ring.stats()
+                # pid 0: that end was never opened.
                 row.update(
                     written=s.written,
                     read=s.read,
                     full=s.full,
                     fill=s.fill,
-                    producer=f"{s.producer_pid}{'' if s.producer_alive else ' (dead)'}",
-                    consumer=f"{s.consumer_pid}{'' if s.consumer_alive else ' (dead)'}",
+                    producer_pid=s.producer_pid,
+                    producer_alive=s.producer_alive,
+                    consumer_pid=s.consumer_pid,
+                    consumer_alive=s.consumer_alive,
                 )
                 ring.close()
         rows.append(row)
@@ -64,15 +67,22 @@ def ls(
     if not rows:
         typer.echo(f"no Wiresens segments with prefix {prefix!r} in /dev/shm")
         return
-    head = f"{'NAME':<40} {'TYPE':<8} {'KIND':<16} {'CAP':>8} {'FILL':>8} {'WRITTEN':>12} {'READ':>12} {'FULL':>8}  OWNER"
+    head = f"{'NAME':<40} {'TYPE':<8} {'KIND':<16} {'CAP':>8} {'FILL':>8} {'WRITTEN':>12} {'READ':>12} {'FULL':>8}  {'OWNER':<14} {'PRODUCER':<14} CONSUMER"
     typer.echo(head)
     for r in rows:
-        owner = f"{r['owner_pid']} {'alive' if r['owner_alive'] else 'DEAD'}"
         typer.echo(
             f"{r['name']!s:<40} {r['structure']!s:<8} {r['kind']!s:<16} {r['capacity']!s:>8} "
             f"{r.get('fill', '-')!s:>8} {r.get('written', '-')!s:>12} {r.get('read', '-')!s:>12} "
-            f"{r.get('full', '-')!s:>8}  {owner}"
+            f"{r.get('full', '-')!s:>8}  {_pid(r['owner_pid'], r['owner_alive']):<14} "
+            f"{_pid(r.get('producer_pid'), r.get('producer_alive')):<14} "
+            f"{_pid(r.get('consumer_pid'), r.get('consumer_alive'))}"
         )
+
+
+def _pid(pid: object, alive: object) -> str:
+    if not pid:
+        return "-"
+    return f"{pid} {'alive' if alive else 'DEAD'}"
 
 
 @app.command("rm")
@@ -84,7 +94,7 @@ def rm(
     """Remove stale segments (owner dead), or the named ones."""
     infos = {i.name: i for i in list_segments("")}
     targets = names or [n for n, i in infos.items() if n.startswith(prefix) and not i.creator_alive]
-    removed = 0
+    removed = failed = 0
     for n in targets:
         info = infos.get(n)
         if info is not None and info.creator_alive and not force:
@@ -92,10 +102,15 @@ def rm(
                 f"{n}: owner pid {info.creator_pid} is alive; stop it first or pass --force",
                 err=True,
             )
+            failed += 1
             continue
         if unlink(n):
             removed += 1
             typer.echo(f"removed {n}")
         else:
             typer.echo(f"{n}: no such segment", err=True)
+            failed += 1
     typer.echo(f"{removed} segment(s) removed")
+    if failed:
+        # Scripts must notice that a named segment is still there.
+        raise typer.Exit(1)
