@@ -67,11 +67,14 @@ class Doorbell:
         return True
 
     def close(self) -> None:
-        with contextlib.suppress(posix_ipc.ExistentialError):
-            self._sem.close()
+        # Unlink by name, before closing: a closed posix_ipc.Semaphore refuses unlink(),
+        # which would leave /dev/shm/sem.wiresens.bell.* behind for every sleeper.
         if self._owner:
             with contextlib.suppress(posix_ipc.ExistentialError):
-                self._sem.unlink()
+                posix_ipc.unlink_semaphore(doorbell_name(self.id))
+            self._owner = False
+        with contextlib.suppress(posix_ipc.ExistentialError):
+            self._sem.close()
 
     def __repr__(self) -> str:
         return f"Doorbell(id={self.id:#x}, owner={self._owner}, pid={os.getpid()})"
