@@ -447,8 +447,8 @@ class _UserFrame(msgspec.Struct, gc=False):
     """Any user-data frame shape: WS API ``{subscriptionId, event}``, a combined
     stream ``{stream, data}`` or a bare event (only ``e`` is read here)."""
 
-    event: msgspec.Raw | None = None
-    data: msgspec.Raw | None = None
+    event: msgspec.Raw = msgspec.Raw()
+    data: msgspec.Raw = msgspec.Raw()
     e: str = ""
 
 
@@ -929,7 +929,7 @@ def error_of(resp: WsApiResponse) -> ExchangeError | None:
 
 def order_result(resp: WsApiResponse) -> OrderResponse | None:
     """The ``result`` of a successful ``order.place``/``order.cancel`` as OrderResponse."""
-    if resp.result is None:
+    if not resp.result:
         return None
     try:
         return _ORDER_RESPONSE.decode(resp.result)

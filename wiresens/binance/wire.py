@@ -380,18 +380,19 @@ class OrderResponse(Struct, frozen=True):
     fills: tuple[Fill, ...] = ()
 
 
-class CancelReplaceResponse(Struct, frozen=True):
+class CancelReplaceResponse(Struct, frozen=True, omit_defaults=True):
     """``order.cancelReplace`` / ``POST /api/v3/order/cancelReplace`` result.
 
     On partial failure Binance answers an error whose ``data`` has this shape. Each
     response stays raw: decode it as :class:`OrderResponse` when its result is
-    ``SUCCESS`` and as :class:`ErrorBody` when ``FAILURE`` (``NOT_ATTEMPTED``: absent).
+    ``SUCCESS`` and as :class:`ErrorBody` when ``FAILURE`` (``NOT_ATTEMPTED``: absent,
+    an empty Raw).
     """
 
     cancelResult: str
     newOrderResult: str
-    cancelResponse: Raw | None = None
-    newOrderResponse: Raw | None = None
+    cancelResponse: Raw = Raw()
+    newOrderResponse: Raw = Raw()
 
 
 class AccountBalance(Struct, frozen=True):
@@ -429,25 +430,26 @@ class WsApiRequest(Struct, frozen=True, omit_defaults=True):
     params: dict[str, Any] = {}
 
 
-class WsApiError(Struct, frozen=True):
+class WsApiError(Struct, frozen=True, omit_defaults=True):
     """The ``error`` member of a failed WS API response (``data`` on cancelReplace)."""
 
     code: int
     msg: str
-    data: Raw | None = None
+    data: Raw = Raw()
 
 
-class WsApiResponse(Struct, frozen=True):
+class WsApiResponse(Struct, frozen=True, omit_defaults=True):
     """A WebSocket API response: ``status`` is the HTTP-like status (200 OK, 4xx/5xx).
 
     ``result`` stays raw so the caller decodes it with the Struct of the method it
-    sent (:class:`OrderResponse` for ``order.place``...). ``id`` is None when the
-    server could not read the request's id.
+    sent (:class:`OrderResponse` for ``order.place``...); it is an empty Raw (falsy)
+    when absent (msgspec cannot put Raw in a union with None). ``id`` is None when
+    the server could not read the request's id.
     """
 
     status: int
     id: str | int | None = None
-    result: Raw | None = None
+    result: Raw = Raw()
     error: WsApiError | None = None
     rateLimits: tuple[RateLimit, ...] = ()
 
