@@ -62,7 +62,6 @@ __all__ = [
     "ClOrdIdGen",
     "EmptyParams",
     "Instrument",
-    "InstrumentSpec",
     "OrderSink",
     "PolicyContext",
     "PolicyObject",
@@ -193,7 +192,10 @@ class TopOfBook:
 
 
 class Instrument(Protocol):
-    """What a policy needs of an instrument (fixed point; Binance's PRICE_FILTER and LOT_SIZE)."""
+    """What a policy needs of an instrument (fixed point; Binance's PRICE_FILTER and LOT_SIZE).
+
+    :class:`wiresens.instruments.Instrument` is one.
+    """
 
     @property
     def symbol(self) -> str: ...
@@ -201,16 +203,6 @@ class Instrument(Protocol):
     def tick_size(self) -> int: ...
     @property
     def step_size(self) -> int: ...
-
-
-class InstrumentSpec(msgspec.Struct, frozen=True):
-    """A plain :class:`Instrument` (the host builds them from exchangeInfo)."""
-
-    symbol: str
-    tick_size: int
-    step_size: int
-    min_qty: int = 0
-    min_notional: int = 0
 
 
 class EmptyParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -512,7 +504,7 @@ class PolicyObject:
         if self._log is None:
             import structlog
 
-            self._log = structlog.get_logger("wiresens.policy").bind(policy=self.name)
+            self._log = structlog.get_logger("wiresens.policy").bind(wiresens_policy=self.name)
         return self._log
 
     def position(self, symbol: int) -> int:

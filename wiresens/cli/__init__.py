@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from . import bench, shm
+from .logs import logs as _logs
 
 __all__ = ["app", "main"]
 
@@ -17,6 +18,8 @@ app = typer.Typer(
 )
 app.add_typer(shm.app, name="shm")
 app.add_typer(bench.app, name="bench")
+
+app.command("logs")(_logs)
 
 
 def main() -> None:
