@@ -292,7 +292,8 @@ def parse_client_order_id(text: str | None) -> int:
 
 
 _ENVELOPE = DECODERS[StreamEnvelope]
-_BAD = (msgspec.DecodeError, msgspec.ValidationError)
+# msgspec raises UnicodeDecodeError (not DecodeError) for invalid UTF-8 in a string
+_BAD = (msgspec.DecodeError, UnicodeDecodeError)
 
 
 class MarketDecoder:
@@ -342,7 +343,7 @@ class MarketDecoder:
         except msgspec.ValidationError:
             self.stats.count("schema")
             return None
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):
             self.stats.count("json")
             return None
         dec = self._decoder_for(env.stream)
@@ -354,7 +355,7 @@ class MarketDecoder:
         except msgspec.ValidationError:
             self.stats.count("schema")
             return None
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):
             self.stats.count("json")
             return None
         self.last = msg
@@ -491,22 +492,17 @@ class UserDecoder:
         except msgspec.ValidationError:
             self.stats.count("schema")
             return None
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):
             self.stats.count("json")
             return None
-        body: Any = (
-            outer.event
-            if outer.event is not None
-            else outer.data
-            if outer.data is not None
-            else frame
-        )
+        # an absent Raw is empty (falsy): then the frame is the bare event
+        body: Any = outer.event or outer.data or frame
         try:
             ev: UserEvent = USER_EVENT_DECODER.decode(body)
         except msgspec.ValidationError:
             self.stats.count(self._why(body))
             return None
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):
             self.stats.count("json")
             return None
         return ev
@@ -644,7 +640,7 @@ def parse_ws_response(frame: bytes | str, stats: DecodeStats | None = None) -> W
     except msgspec.ValidationError:
         if stats is not None:
             stats.count("schema")
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         if stats is not None:
             stats.count("json")
     return None
