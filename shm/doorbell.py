@@ -62,7 +62,8 @@ class Doorbell:
         """Sleep until rung or ``timeout`` seconds pass; True if rung."""
         try:
             self._sem.acquire(timeout)
-        except posix_ipc.BusyError:
+        except (posix_ipc.BusyError, posix_ipc.SignalError):
+            # A signal (SIGTERM to stop the actor) ends the sleep early: the loop checks it.
             return False
         return True
 

@@ -1,0 +1,80 @@
+"""Names and shapes of a node's rings and slots (one place, so every actor agrees).
+
+::
+
+    feed ──md.<p>──────────► policy p ──oq.<p>──► execution ──orders──► feed
+    feed ──reports─────────────────────────────► execution ──er.<p>──► policy p
+    feed ──tob (seqlock, one slot per symbol)
+
+``<p>`` is the policy's index in the node config (names could exceed the 47
+characters a segment name may have).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wiresens.records import MARKET_SLOT, ORDER_SLOT, SCHEMA_VERSION, TOP_OF_BOOK, RecordKind
+from wiresens.shm import Ring, SeqlockSlots
+
+__all__ = ["Topology"]
+
+
+@dataclass(frozen=True)
+class Topology:
+    prefix: str
+    policies: int
+    symbols: int
+    md_capacity: int = 1 << 16
+    order_capacity: int = 1 << 12
+
+    def md(self, p: int) -> str:
+        return f"{self.prefix}.md.{p}"
+
+    def oq(self, p: int) -> str:
+        return f"{self.prefix}.oq.{p}"
+
+    def er(self, p: int) -> str:
+        return f"{self.prefix}.er.{p}"
+
+    @property
+    def orders(self) -> str:
+        return f"{self.prefix}.orders"
+
+    @property
+    def reports(self) -> str:
+        return f"{self.prefix}.reports"
+
+    @property
+    def tob(self) -> str:
+        return f"{self.prefix}.tob"
+
+    def names(self) -> list[str]:
+        out = [self.orders, self.reports, self.tob]
+        for p in range(self.policies):
+            out += [self.md(p), self.oq(p), self.er(p)]
+        return out
+
+    def create(self) -> list[str]:
+        """Create every ring and slot segment; returns their names (the master unlinks them)."""
+        made: list[Ring | SeqlockSlots] = []
+        for p in range(self.policies):
+            made.append(Ring.create(self.md(p), MARKET_SLOT, self.md_capacity))
+            made.append(Ring.create(self.oq(p), ORDER_SLOT, self.order_capacity))
+            made.append(Ring.create(self.er(p), ORDER_SLOT, self.order_capacity))
+        made.append(Ring.create(self.orders, ORDER_SLOT, self.order_capacity))
+        made.append(Ring.create(self.reports, ORDER_SLOT, self.order_capacity))
+        made.append(
+            SeqlockSlots.create(
+                self.tob,
+                TOP_OF_BOOK,
+                max(1, self.symbols),
+                record_kind=int(RecordKind.TOP_OF_BOOK),
+                schema_version=SCHEMA_VERSION[RecordKind.TOP_OF_BOOK],
+            )
+        )
+        names = []
+        for m in made:
+            names.append(m.segment.name)
+            m.close()
+        return names
