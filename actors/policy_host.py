@@ -94,7 +94,7 @@ class PolicyHost(Actor):
             policy_id=self.index,
             name=self.policy_name,
             sink=sink,
-            instruments=InstrumentTable(self.instruments),
+            instruments=InstrumentTable(self.instruments),  # type: ignore[arg-type]
             symbols=self.symbols,
             account=self.account,
             min_epoch=int(time.time()),
