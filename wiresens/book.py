@@ -99,7 +99,7 @@ class BookSide:
 
         Returns the number of rows written; rows beyond it are left untouched.
         """
-        k = min(out.shape[0], self._n)
+        k = min(int(out.shape[0]), self._n)
         if k:
             n = self._n
             np.multiply(self._keys[n - k : n][::-1], self._sign, out=out[:k, 0])
