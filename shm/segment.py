@@ -96,6 +96,13 @@ def dtype_hash(dtype: np.dtype[Any]) -> int:
     return h
 
 
+def _data_bytes(structure: int, record_size: int, capacity: int) -> int:
+    """Bytes of record data a structure needs (seqlock slots carry a sequence word and padding)."""
+    if structure == Structure.SEQLOCK:
+        return (8 + record_size + 63) // 64 * 64 * capacity
+    return record_size * capacity
+
+
 def _describe_dtype(dtype: np.dtype[Any]) -> str:
     if dtype.names:
         fields = ", ".join(f"{n}:{dtype.fields[n][0].str}" for n in dtype.names)  # type: ignore[index]
@@ -241,7 +248,9 @@ class Segment:
             if shm.size < DATA_OFFSET:
                 raise LayoutMismatchError(
                     f"segment {name!r} is {shm.size} bytes, smaller than a Wiresens header "
-                    f"({DATA_OFFSET}); it was not made by Wiresens: remove it with `wiresens shm rm`"
+                    f"({DATA_OFFSET}): not a Wiresens segment, or its creator is still "
+                    f"initialising it (retry); if it is stale, remove it with "
+                    f"`wiresens shm rm {name}`"
                 )
             mm = mmap.mmap(shm.fd, shm.size)
         finally:
@@ -266,7 +275,8 @@ class Segment:
         if bytes(h["magic"]) != MAGIC:
             raise LayoutMismatchError(
                 f"segment {self.name!r} has magic {bytes(h['magic'])!r}, expected {MAGIC!r}: "
-                "not a Wiresens segment, or its creator is still initialising it"
+                "not a Wiresens segment, or its creator is still initialising it (retry); "
+                f"if it is stale, remove it with `wiresens shm rm {self.name}`"
             )
         pairs: list[tuple[str, int, int | None]] = [
             ("layout version", int(h["layout_version"]), LAYOUT_VERSION),
@@ -297,6 +307,17 @@ class Segment:
                     "both sides must use the same record dtype (same Wiresens version and "
                     "record kind), or remove the stale segment with `wiresens shm rm`"
                 )
+
+        need = int(h["data_offset"]) + _data_bytes(
+            int(h["structure"]), int(h["record_size"]), int(h["capacity"])
+        )
+        if self.size < need or int(h["data_offset"]) < HEADER_DTYPE.itemsize:
+            raise LayoutMismatchError(
+                f"segment {self.name!r} is {self.size} bytes but its header describes "
+                f"{need} (data offset {int(h['data_offset'])}, capacity {int(h['capacity'])} x "
+                f"{int(h['record_size'])}-byte records): it is truncated or corrupt; remove it "
+                f"with `wiresens shm rm {self.name}` and restart its creator"
+            )
 
     # -- queries --------------------------------------------------------------------
     @property

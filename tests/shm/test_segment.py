@@ -163,3 +163,26 @@ def test_raw_attach_for_inspection(trade_ring: Ring) -> None:
     with Ring.attach(trade_ring.name, None) as raw:
         assert raw.dtype == np.dtype((np.void, 64))
         assert raw.stats().capacity == 16
+
+
+def test_truncated_segment_is_refused(shm_prefix: str) -> None:
+    """A header promising more slots than the file holds must not reach numpy (or SIGBUS)."""
+    name = f"{shm_prefix}short"
+    with Ring.create(name, TRADE, 16) as ring:
+        header = bytes(ring.segment.buf[: HEADER_DTYPE.itemsize])
+    unlink(name)
+    forged = np.frombuffer(bytearray(header), HEADER_DTYPE).copy()
+    forged["capacity"] = 1 << 20
+    Path("/dev/shm", name).write_bytes(forged.tobytes().ljust(DATA_OFFSET + 16 * 64, b"\0"))
+    with pytest.raises(
+        LayoutMismatchError, match=r"is 5120 bytes but its header describes 67112960"
+    ):
+        Ring.attach(name, TRADE)
+
+
+def test_seqlock_segment_size_is_checked_with_its_stride(shm_prefix: str) -> None:
+    slots = SeqlockSlots.create(f"{shm_prefix}sl", TRADE, 3)
+    other = SeqlockSlots.attach(f"{shm_prefix}sl", TRADE)
+    assert other.count == 3 and other.stride == 128
+    other.close()
+    slots.close()
