@@ -10,7 +10,9 @@ Writer: ``seq += 1`` (odd: write in progress), copy the payload, ``seq += 1``
 again; equal means the copy is whole. On x86-64 TSO the writer's three stores
 become visible in order and the reader's loads are not reordered, so a copy
 bracketed by two equal even sequence numbers is never torn. The writer is never
-delayed by readers; a reader retries at most ``max_spins`` times per call.
+delayed by readers; a reader retries at most ``max_spins`` times per call. A
+writer that dies mid-write leaves its slot odd (readers get -1); the next write
+resumes from the odd value and makes it even again.
 """
 
 from __future__ import annotations
@@ -87,10 +89,12 @@ class SeqlockSlots:
         sw = self._seq_word[i]
         off = self._payload[i]
         words = self._words
-        seq = words[sw]
-        words[sw] = seq + 1
+        # `| 1`: a writer that died mid-write left the sequence odd; staying odd (not
+        # stepping to even) keeps readers away from the half-written payload until we finish.
+        odd = words[sw] | 1
+        words[sw] = odd
         self._buf[off : off + self.record_size] = record
-        words[sw] = seq + 2
+        words[sw] = odd + 1
 
     def read(self, i: int, out: memoryview | bytearray, max_spins: int = 1_000_000) -> int:
         """Copy slot ``i`` into ``out``; returns its (even) sequence, or -1 if never stable.

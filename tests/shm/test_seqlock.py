@@ -47,9 +47,17 @@ def test_sequence_semantics(shm_prefix: str) -> None:
         assert slots.read(1, out, max_spins=1000) == -1
         slots._words[word] = 6
         assert slots.read(1, out) == 6
+        # A writer that died mid-write left 7 (odd): the next write must not step to an even
+        # value while it copies, and must leave the slot even and readable.
+        slots._words[word] = 7
+        slots.write(1, memoryview(recs[2:3]).cast("B"))
+        assert slots.read(1, out) == 8
+        assert bytes(out) == recs[2:3].tobytes()
+        slots._words[word] = 6
+        slots.write(1, memoryview(recs[1:2]).cast("B"))
         # Another process's view: attach and read the same slot.
         other = SeqlockSlots.attach(slots.segment.name, TOP_OF_BOOK)
-        assert other.read(1, out) == 6 and bytes(out) == recs[1:2].tobytes()
+        assert other.read(1, out) == 8 and bytes(out) == recs[1:2].tobytes()
         other.close()
     finally:
         slots.close()
