@@ -2,9 +2,10 @@
 
 One doorbell belongs to one consumer process and may serve every ring it reads,
 so an actor that drains several rings can sleep on one semaphore. The
-doorbell's 63-bit id is stored in each ring's consumer line; a producer that
-finds the ring's *waiting* word set opens the semaphore by that id (once, then
-cached) and posts it.
+doorbell's id (creator pid << 32 | 32 random bits) is stored in each ring's
+consumer line; a producer that finds the ring's *waiting* word set opens the
+semaphore by that id (once, then cached) and posts it. The pid in the id lets
+``wiresens shm rm`` find doorbells leaked by killed consumers.
 
 The handshake (consumer: set waiting, re-check, sleep; producer: publish,
 check waiting, post) is a store-then-load on each side, which x86-64 TSO may
@@ -21,11 +22,54 @@ import secrets
 
 import posix_ipc
 
-__all__ = ["Doorbell", "doorbell_name"]
+from .process import process_alive
+
+__all__ = ["Doorbell", "doorbell_name", "doorbell_pid", "remove_doorbell", "stale_doorbells"]
+
+
+SEM_PREFIX = "sem.wiresens.bell."
+"""How Linux names a doorbell in /dev/shm."""
 
 
 def doorbell_name(bell_id: int) -> str:
     return f"/wiresens.bell.{bell_id:x}"
+
+
+def doorbell_pid(bell_id: int) -> int:
+    """The pid of the process that created the doorbell (ids carry it in their high bits)."""
+    return bell_id >> 32
+
+
+def stale_doorbells() -> list[int]:
+    """Ids of doorbells in /dev/shm whose creating process is gone.
+
+    A consumer killed while blocking cannot unlink its doorbell; ``wiresens shm rm``
+    removes these with :func:`remove_doorbell`.
+    """
+    out: list[int] = []
+    try:
+        names = os.listdir("/dev/shm")
+    except OSError:
+        return out
+    for n in names:
+        if not n.startswith(SEM_PREFIX):
+            continue
+        try:
+            bell_id = int(n[len(SEM_PREFIX) :], 16)
+        except ValueError:
+            continue
+        if not process_alive(doorbell_pid(bell_id), 0):
+            out.append(bell_id)
+    return sorted(out)
+
+
+def remove_doorbell(bell_id: int) -> bool:
+    """Unlink a doorbell by id; False if it did not exist."""
+    try:
+        posix_ipc.unlink_semaphore(doorbell_name(bell_id))
+    except posix_ipc.ExistentialError:
+        return False
+    return True
 
 
 class Doorbell:
@@ -38,7 +82,8 @@ class Doorbell:
 
     @classmethod
     def create(cls) -> Doorbell:
-        bell_id = secrets.randbits(63) or 1
+        # pid in the high bits (pid_max <= 2**22) so a leaked doorbell names its dead owner.
+        bell_id = (os.getpid() << 32) | (secrets.randbits(32) or 1)
         sem = posix_ipc.Semaphore(
             doorbell_name(bell_id), posix_ipc.O_CREX, mode=0o600, initial_value=0
         )

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
 from wiresens.shm import BlockIdle, Doorbell, Ring, SpinIdle, YieldIdle, make_idle
-from wiresens.shm.doorbell import doorbell_name
+from wiresens.shm.doorbell import doorbell_name, doorbell_pid, remove_doorbell, stale_doorbells
 from wiresens.shm.ring import W_DOORBELL, W_WAITING
 
 
@@ -115,3 +117,27 @@ def test_block_idle_over_several_rings(shm_prefix: str) -> None:
         idle.close()
         a.close()
         b.close()
+
+
+def test_a_killed_consumers_doorbell_is_found_stale_and_removed() -> None:
+    code = (
+        "import os, sys\n"
+        "from wiresens.shm import Doorbell\n"
+        "bell = Doorbell.create()\n"
+        "print(bell.id, flush=True)\n"
+        "os._exit(0)  # like SIGKILL: no close(), the semaphore stays\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    bell_id = int(out.stdout)
+    mine = Doorbell.create()
+    try:
+        assert doorbell_pid(mine.id) == os.getpid()
+        assert os.path.exists("/dev/shm/sem." + doorbell_name(bell_id).lstrip("/"))
+        stale = stale_doorbells()
+        assert bell_id in stale
+        assert mine.id not in stale  # its creator (this process) is alive
+        assert remove_doorbell(bell_id)
+        assert not remove_doorbell(bell_id)
+        assert bell_id not in stale_doorbells()
+    finally:
+        mine.close()

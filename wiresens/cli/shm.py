@@ -9,6 +9,7 @@ import typer
 
 from wiresens.records import RecordKind
 from wiresens.shm import Ring, list_segments, unlink
+from wiresens.shm.doorbell import doorbell_name, doorbell_pid, remove_doorbell, stale_doorbells
 from wiresens.shm.errors import ShmError
 
 app = typer.Typer(help="Inspect and remove shared-memory segments.", no_args_is_help=True)
@@ -91,10 +92,17 @@ def rm(
     prefix: str = typer.Option("wiresens", help="With no names: only under this prefix."),
     force: bool = typer.Option(False, "--force", help="Also remove segments whose owner is alive."),
 ) -> None:
-    """Remove stale segments (owner dead), or the named ones."""
+    """Remove stale segments (owner dead) and leaked doorbells, or the named segments."""
     infos = {i.name: i for i in list_segments("")}
     targets = names or [n for n, i in infos.items() if n.startswith(prefix) and not i.creator_alive]
     removed = failed = 0
+    if not names and "wiresens.bell.".startswith(prefix):
+        # Doorbells of consumers killed while blocking (they cannot unlink their own).
+        for bell_id in stale_doorbells():
+            if remove_doorbell(bell_id):
+                typer.echo(
+                    f"removed doorbell {doorbell_name(bell_id)} of dead pid {doorbell_pid(bell_id)}"
+                )
     for n in targets:
         info = infos.get(n)
         if info is not None and info.creator_alive and not force:
