@@ -105,8 +105,10 @@ class MarketMaker(PolicyObject):
                 q.bid_id = 0
             elif q.ask_id == order.cl_ord_id:
                 q.ask_id = 0
-        # Inventory changed or a slot freed: quote again on the last book.
-        self._quote(order.symbol, q)
+        # Inventory changed or a slot freed: quote again on the last book (unless stopping,
+        # when these reports are the cancels of on_stop).
+        if self.running:
+            self._quote(order.symbol, q)
 
     def on_stop(self) -> None:
         self.cancel_all()
