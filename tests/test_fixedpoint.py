@@ -165,6 +165,14 @@ def test_bad_input_is_refused_with_a_clear_message(text: str, message: str) -> N
     assert len(str(err.value)) < 200  # the offending text is quoted, shortened if huge
 
 
+def test_bytes_input() -> None:
+    assert to_fixed_bytes(b"65432.10") == 6543210000000
+    assert to_fixed_bytes(memoryview(b'"p":"0.00100000"')[5:15]) == 100000
+    for raw in (b"\xff1.0", b"1.0\x00", "\u0663".encode()):
+        with pytest.raises(FixedPointError, match="is not a decimal number"):
+            to_fixed_bytes(raw)
+
+
 def test_from_fixed_refuses_to_drop_digits() -> None:
     with pytest.raises(FixedPointError, match="non-zero digits beyond 2 decimals"):
         from_fixed(6543210000001, 2)

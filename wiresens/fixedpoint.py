@@ -61,9 +61,11 @@ def to_fixed(text: str) -> int:
     return -value if neg else value
 
 
-def to_fixed_bytes(raw: bytes) -> int:
+def to_fixed_bytes(raw: bytes | bytearray | memoryview) -> int:
     """:func:`to_fixed` for ASCII bytes, as sliced from a raw frame."""
-    return to_fixed(raw.decode("ascii"))
+    # latin-1 maps every byte to one character, so junk bytes reach to_fixed's own check
+    # (and its FixedPointError) instead of escaping as a UnicodeDecodeError.
+    return to_fixed(bytes(raw).decode("latin-1"))
 
 
 def from_fixed(value: int, decimals: int = DECIMALS) -> str:
