@@ -184,9 +184,9 @@ class Segment:
             if info is not None and not info.valid:
                 # Not ours, or a creator still writing its header: never delete either.
                 raise SegmentExistsError(
-                    f"/dev/shm/{name} exists and is not a Wiresens segment (no valid header); "
-                    f"choose another shm prefix, or remove it with `wiresens shm rm {name}` "
-                    "if you know it is garbage"
+                    f"/dev/shm/{name} exists and is not a Wiresens segment (no valid header), "
+                    "or another process is creating it right now; choose another shm prefix, "
+                    f"or remove it with `wiresens shm rm {name}` if you know it is garbage"
                 ) from None
             if replace_stale and info is not None and not info.creator_alive:
                 posix_ipc.unlink_shared_memory(pname)
