@@ -22,18 +22,34 @@ services_sh="$here/services"
 read -r -a services <<<"${WIRESENS_SERVICES:-postgres etcd kafka}"
 run_dir=""
 
+# shellcheck disable=SC2317 # run by trap
 teardown() {
     local rc=$?
     trap - EXIT INT TERM
+    if [[ -z "$run_dir" ]]; then
+        # A signal during up.sh: its run is ours (owner file) but was never reported.
+        run_dir="$(grep -lx "$$" /tmp/wiresens-services.*/owner 2>/dev/null | head -n 1)"
+        run_dir="${run_dir%/owner}"
+    fi
     if [[ -n "$run_dir" ]]; then
         bash "$services_sh/down.sh" "$run_dir" || echo "[services] teardown of $run_dir reported errors" >&2
     fi
     exit "$rc"
 }
+child=""
+# Pass the signal on to the command, then exit 128+N like a shell killed by it; the
+# EXIT trap tears the services down either way.
+# shellcheck disable=SC2317 # run by trap
+on_signal() {
+    if [[ -n "$child" ]]; then
+        kill "-$1" "$child" 2>/dev/null || true
+        wait "$child" 2>/dev/null || true
+    fi
+    exit "$2"
+}
 trap teardown EXIT
-# 128+N, like a shell killed by the signal; the EXIT trap still tears down.
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'on_signal INT 130' INT
+trap 'on_signal TERM 143' TERM
 
 env_lines="$(bash "$services_sh/up.sh" --owner $$ "${services[@]}")"
 while IFS='=' read -r key value; do
@@ -42,8 +58,13 @@ while IFS='=' read -r key value; do
     [[ "$key" == WIRESENS_SERVICES_DIR ]] && run_dir="$value"
 done <<<"$env_lines"
 
+# In the background (stdin kept) so that a signal reaches the trap at once instead of
+# after the command ends: bash runs traps only between foreground commands.
+"$@" <&0 &
+child=$!
 set +e
-"$@"
+wait "$child"
 rc=$?
 set -e
+child=""
 exit "$rc"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stop every service of a run and delete its directory.
 # Usage: down.sh [RUN_DIR]      (default: $WIRESENS_SERVICES_DIR)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 dir="${1:-${WIRESENS_SERVICES_DIR:-}}"

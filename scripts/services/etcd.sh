@@ -5,6 +5,7 @@
 #   start   first start picks the ports; a later start reuses them and the data dir
 #   stop    SIGTERM, keeping the data dir
 #   env     print WIRESENS_ETCD_ENDPOINT=host:port
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 dir="$(run_dir)/etcd"

@@ -6,6 +6,7 @@
 #             kafka-tools jars from Maven Central into ~/.cache/wiresens/kafka-<ver>/
 # Usage: install.sh [postgres] [etcd] [kafka]     (no argument: all three)
 # Quick (a few dpkg look-ups) when everything is already there.
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 services=("$@")

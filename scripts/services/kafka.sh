@@ -9,6 +9,7 @@
 #   env        print WIRESENS_KAFKA_BOOTSTRAP=host:port
 #   classpath  print the class path (e.g. for org.apache.kafka.tools.ProducerPerformance)
 # WIRESENS_KAFKA_HEAP overrides the heap flags (default -Xms128m -Xmx512m).
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 jars="$(kafka_jars_dir)"
@@ -111,7 +112,7 @@ start() {
         </dev/null >>"$dir/kafka.out" 2>&1 &
     pid=$!
     printf '%s\n' "$pid" >"$pidfile"
-    wait_ready kafka "$pid" 90 "$logfile" started "$offset"
+    wait_ready kafka "$pid" 90 "$logfile $dir/kafka.out" started "$offset"
     printf 'WIRESENS_KAFKA_BOOTSTRAP=%s\n' "$(bootstrap)" >"$dir/env"
     log "kafka ready: $(bootstrap) (log $logfile)"
 }

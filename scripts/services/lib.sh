@@ -16,6 +16,7 @@ set -euo pipefail
 SERVICES_DIR_SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 readonly SERVICES_DIR_SCRIPTS
 readonly KAFKA_VERSION="3.9.2"
+# shellcheck disable=SC2034 # used by the scripts that source this file
 readonly PG_BIN="/usr/lib/postgresql/15/bin"
 readonly RUN_PREFIX="/tmp/wiresens-services."
 # Below Linux's ephemeral range (32768-60999), so an outgoing connection cannot take
@@ -111,21 +112,30 @@ stop_pidfile() {
     rm -f "$pidfile"
 }
 
+# Print the last lines of each log given (space-separated paths) that has any.
+show_logs() {
+    local f
+    for f in $1; do
+        [[ -s "$f" ]] || continue
+        log "last lines of $f:"
+        tail -n 15 "$f" >&2
+    done
+}
+
 # Poll `check` (a command) until it succeeds, the pid dies, or timeout passes.
+# logs: space-separated log files, shown and named in the error.
 wait_ready() {
-    local name="$1" pid="$2" timeout="$3" logfile="$4"
+    local name="$1" pid="$2" timeout="$3" logs="$4"
     shift 4
     local deadline=$((SECONDS + timeout))
     until "$@" >/dev/null 2>&1; do
         if ! kill -0 "$pid" 2>/dev/null; then
-            log "$name exited during start-up; last lines of $logfile:"
-            tail -n 20 "$logfile" >&2 || true
-            die "$name did not start: read $logfile"
+            show_logs "$logs"
+            die "$name exited during start-up: read ${logs// / and }"
         fi
         if ((SECONDS >= deadline)); then
-            log "$name not ready after ${timeout}s; last lines of $logfile:"
-            tail -n 20 "$logfile" >&2 || true
-            die "$name did not become ready within ${timeout}s: read $logfile"
+            show_logs "$logs"
+            die "$name did not become ready within ${timeout}s: read ${logs// / and }"
         fi
         sleep 0.2
     done

@@ -7,6 +7,7 @@
 #   env     print WIRESENS_PG_DSN=...
 # initdb refuses root, so as root the server runs as the `postgres` system user
 # (created by Debian's package) or, failing that, `wiresens-test`.
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 dir="$(run_dir)/postgres"

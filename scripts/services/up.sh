@@ -6,6 +6,7 @@
 # Usage: up.sh [--owner PID] [postgres] [etcd] [kafka]
 # The run belongs to PID (default: the caller); once PID is gone, any later up.sh
 # stops its services and deletes it. Stop a run with down.sh.
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 owner="$PPID"
