@@ -56,6 +56,14 @@ class Actor:
         """The ring consumers a blocking idle strategy should sleep on."""
         return []
 
+    def run(self, should_stop: Callable[[], bool], status: StatusWriter | None, idle: str) -> bool:
+        """Own the loop instead of the runner (an I/O actor on an event loop, like the feed).
+
+        Return False (the default) to have the runner drive ``do_work``; an override runs
+        until ``should_stop()`` and returns True. It must publish heartbeats itself.
+        """
+        return False
+
 
 class ActorSpec(dict[str, Any]):
     """A picklable description of an actor: ``factory`` ("module:callable") and its kwargs."""
@@ -111,13 +119,14 @@ def _run(
         status.state(ActorState.STARTING, pid=os.getpid(), cpu=cpu, started_ns=time.time_ns())
     try:
         actor.on_start()
-        idle = make_idle(idle_name, actor.idle_consumers())
         if status is not None:
             status.state(ActorState.RUNNING)
-        try:
-            run_loop(actor, idle, status, should_stop, max_cycles)
-        finally:
-            idle.close()
+        if not actor.run(should_stop, status, idle_name):
+            idle = make_idle(idle_name, actor.idle_consumers())
+            try:
+                run_loop(actor, idle, status, should_stop, max_cycles)
+            finally:
+                idle.close()
         if status is not None:
             status.state(ActorState.STOPPING)
         actor.on_stop()

@@ -43,6 +43,7 @@ __all__ = [
     "MARKET_SLOT",
     "ORDER_REQUEST",
     "ORDER_SLOT",
+    "POLICY_STATUS",
     "POSITION_UPDATE",
     "SCALE",
     "SCHEMA_VERSION",
@@ -76,6 +77,7 @@ class RecordKind(IntEnum):
     CONTROL = 40
     HEARTBEAT = 41
     ACTOR_STATUS = 42
+    POLICY_STATUS = 43
 
 
 class Side(IntEnum):
@@ -278,6 +280,27 @@ ACTOR_STATUS = _record(
 """An actor's published lifecycle state and counters (``ts_pub`` = last heartbeat), one
 seqlock slot per actor in the node's status segment, read by ``wiresens node status``."""
 
+POLICY_STATUS = _record(
+    [
+        ("policy", "<u2"),
+        ("account", "<u2"),
+        ("open_orders", "<u4"),
+        ("orders", "<i8"),
+        ("fills", "<i8"),
+        ("rejects", "<i8"),
+        ("position", "<i8"),
+        ("avg_px", "<i8"),
+        ("realized_pnl", "<i8"),
+        ("unrealized_pnl", "<i8"),
+        ("lat_p50_ns", "<i8"),
+        ("lat_p99_ns", "<i8"),
+    ],
+    128,
+)
+"""Execution's view of one policy in one symbol (``symbol`` in the header): orders,
+fills, position and PnL (quote fixed point), and tick-to-route latency percentiles over
+its recent orders. One seqlock slot per (policy, symbol), read by ``wiresens node status``."""
+
 MARKET_SLOT = np.dtype((np.void, 64))
 """Slot type of rings that carry several 64-byte kinds (depth, top of book, trade)."""
 ORDER_SLOT = np.dtype((np.void, 128))
@@ -296,6 +319,7 @@ DTYPES: dict[RecordKind, np.dtype[Any]] = {
     RecordKind.CONTROL: CONTROL,
     RecordKind.HEARTBEAT: HEARTBEAT,
     RecordKind.ACTOR_STATUS: ACTOR_STATUS,
+    RecordKind.POLICY_STATUS: POLICY_STATUS,
 }
 
 SCHEMA_VERSION: dict[RecordKind, int] = {kind: 1 for kind in RecordKind}

@@ -158,6 +158,24 @@ GOLDEN: dict[str, tuple[int, list[tuple[str, int, str]]]] = {
             ("_pad", 112, "|V16"),
         ],
     ),
+    "POLICY_STATUS": (
+        128,
+        [
+            ("policy", 32, "<u2"),
+            ("account", 34, "<u2"),
+            ("open_orders", 36, "<u4"),
+            ("orders", 40, "<i8"),
+            ("fills", 48, "<i8"),
+            ("rejects", 56, "<i8"),
+            ("position", 64, "<i8"),
+            ("avg_px", 72, "<i8"),
+            ("realized_pnl", 80, "<i8"),
+            ("unrealized_pnl", 88, "<i8"),
+            ("lat_p50_ns", 96, "<i8"),
+            ("lat_p99_ns", 104, "<i8"),
+            ("_pad", 112, "|V16"),
+        ],
+    ),
 }
 
 KIND_NUMBERS = {
@@ -173,6 +191,7 @@ KIND_NUMBERS = {
     "CONTROL": 40,
     "HEARTBEAT": 41,
     "ACTOR_STATUS": 42,
+    "POLICY_STATUS": 43,
 }
 
 # kind -> (name of its dtype in wiresens.records, schema version)
@@ -189,6 +208,7 @@ KIND_LAYOUT = {
     "CONTROL": ("CONTROL", 1),
     "HEARTBEAT": ("HEARTBEAT", 1),
     "ACTOR_STATUS": ("ACTOR_STATUS", 1),
+    "POLICY_STATUS": ("POLICY_STATUS", 1),
 }
 
 

@@ -52,8 +52,8 @@ class OrderEncoder:
         self.recv_window = recv_window
         self.clock_ms = clock_ms
         self.next_id = 1
-        self.pending: dict[int, tuple[int, int, int]] = {}
-        """request id -> (record kind, cl_ord_id, orig_cl_ord_id) until its response."""
+        self.pending: dict[int, bytes] = {}
+        """request id -> the ORDER_REQUEST record it carried, until its response."""
 
     def encode(self, rec: Any) -> bytes | None:
         """The request frame for one ORDER_REQUEST record (bytes-like or numpy), None if
@@ -79,14 +79,9 @@ class OrderEncoder:
             params["signature"] = self.sign(ws_payload(params))
         rid = self.next_id
         self.next_id = rid + 1
-        words = (
-            memoryview(raw).cast("B").cast("q")
-            if not isinstance(raw, memoryview)
-            else raw.cast("q")
-        )
-        self.pending[rid] = (kind, words[4], words[5])
+        self.pending[rid] = bytes(raw)
         return encode_request(rid, _METHOD[kind], params)
 
-    def resolve(self, request_id: int) -> tuple[int, int, int] | None:
-        """Forget and return what request ``request_id`` carried."""
+    def resolve(self, request_id: int) -> bytes | None:
+        """Forget and return the order record request ``request_id`` carried."""
         return self.pending.pop(request_id, None)

@@ -1,0 +1,458 @@
+"""The feed gateway: Binance connections in, records out; order requests out, reports in.
+
+Connections (all to one venue: Binance, its testnet, or the built-in venue):
+
+* market streams (one combined-stream WebSocket): diff depth, bookTicker, trade;
+* REST depth snapshots, fetched when a symbol's book needs one;
+* the WebSocket API: ``session.logon`` (Ed25519), ``userDataStream.subscribe``,
+  and the orders execution sends on its ring.
+
+The books are kept with the documented snapshot + diff procedure
+(:class:`wiresens.binance.fastdepth.DepthFeed`); a gap discards the book and
+fetches a new snapshot while diffs keep being buffered. Records published:
+
+* TOP_OF_BOOK to every policy subscribed to the symbol (from ``@bookTicker``
+  when streamed, the fastest top-of-book source; else from the synced book after
+  each applied diff) and into the seqlock slot of the symbol;
+* TRADE to the subscribed policies;
+* EXECUTION_REPORT (user data stream, and rejects of order requests) to execution.
+
+Market data to a policy whose ring is full is not waited for: the ring's
+``full`` counter counts it and the next top of book supersedes it (the seqlock
+slot always has the latest). Reports to execution are never dropped: they wait
+in a backlog.
+
+The feed is an I/O actor: it owns an asyncio (uvloop) loop instead of the
+runner's duty cycle. The tick-to-order path starts when a record is in a
+policy's ring, so no asyncio runs on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import urllib.request
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+import numpy as np
+import structlog
+import websockets
+
+from wiresens.binance.codec import (
+    DecodeStats,
+    MarketDecoder,
+    UserDecoder,
+    encode_request,
+    parse_ws_response,
+    write_reject,
+)
+from wiresens.binance.fastdepth import DepthFeed
+from wiresens.binance.orders import OrderEncoder
+from wiresens.binance.signing import Ed25519Signer, HmacSigner, ws_payload
+from wiresens.binance.sync import Action
+from wiresens.binance.wire import DECODERS, BookTicker, StreamEnvelope, Trade
+from wiresens.instruments import InstrumentTable
+from wiresens.policy import ClOrdIdGen
+from wiresens.records import EXECUTION_REPORT, SCHEMA_VERSION, TOP_OF_BOOK, RecordKind
+from wiresens.shm import Consumer, Producer, Ring, SeqlockSlots
+
+from .actor import Actor
+from .status import StatusWriter
+from .topology import Topology
+
+__all__ = ["FeedActor", "FeedEndpoints"]
+
+_ENVELOPE = DECODERS[StreamEnvelope]
+_BOOK_TICKER = DECODERS[BookTicker]
+_TRADE = DECODERS[Trade]
+_TOB = int(RecordKind.TOP_OF_BOOK)
+_EXEC = int(RecordKind.EXECUTION_REPORT)
+_FIELDS: Any = EXECUTION_REPORT.fields
+_POLICY_BYTE: int = _FIELDS["policy"][1]
+STREAM_SUFFIX = {"depth": "depth@100ms", "bookTicker": "bookTicker", "trade": "trade"}
+
+
+class FeedEndpoints(msgspec.Struct, frozen=True):
+    """Where the venue is: ``rest`` (http://host:port), ``ws`` (ws://host:port), ``ws_api``."""
+
+    rest: str
+    ws: str
+    ws_api: str
+
+
+class FeedActor(Actor):
+    name = "feed"
+
+    def __init__(
+        self,
+        *,
+        prefix: str,
+        policies: int,
+        symbol_count: int,
+        instruments: Sequence[Any],
+        policy_symbols: Sequence[Sequence[int]],
+        endpoints: dict[str, str],
+        api_key: str = "",
+        secret: str = "",
+        private_key_pem: bytes = b"",
+        streams: Sequence[str] = ("depth", "bookTicker", "trade"),
+        account: int = 0,
+        market: str = "spot",
+        spin: bool = False,
+    ) -> None:
+        self.topo = Topology(prefix, policies, symbol_count)
+        self.instruments = list(instruments)
+        self.policy_symbols = [list(s) for s in policy_symbols]
+        self.endpoints = FeedEndpoints(**endpoints)
+        self.api_key = api_key
+        self.secret = secret
+        self.private_key_pem = private_key_pem
+        self.streams = list(streams)
+        self.account = account
+        self.market = market
+        self.spin = spin
+        self.log: Any = structlog.get_logger("feed")
+        # Counters (copied into the status heartbeat as work).
+        self.messages = 0
+        self.published = 0
+        self.snapshots = 0
+        self.resyncs = 0
+        self.reconnects = 0
+        self.orders_sent = 0
+        self.rejects = 0
+
+    # -- setup -------------------------------------------------------------------------
+    def on_start(self) -> None:
+        self.table = InstrumentTable(self.instruments)
+        self.symbols = self.table.symbols()
+        t = self.topo
+        self.md: list[Producer] = [Ring.attach(t.md(p), None).producer() for p in range(t.policies)]
+        self.subs: dict[int, list[Producer]] = {i + 1: [] for i in range(len(self.symbols))}
+        for p, syms in enumerate(self.policy_symbols):
+            for s in syms:
+                self.subs.setdefault(s, []).append(self.md[p])
+        self.reports: Producer = Ring.attach(t.reports, None).producer()
+        self.orders: Consumer = Ring.attach(t.orders, None).consumer()
+        self.tob = SeqlockSlots.attach(
+            t.tob,
+            TOP_OF_BOOK,
+            record_kind=int(RecordKind.TOP_OF_BOOK),
+            schema_version=SCHEMA_VERSION[RecordKind.TOP_OF_BOOK],
+        )
+        self.stats = DecodeStats()
+        self.decoder = MarketDecoder(self.table, futures=self.market == "usdm", stats=self.stats)
+        self.user = UserDecoder(self.table, account=self.account, stats=self.stats)
+        self.books: dict[str, DepthFeed] = {}
+        self.last_top: dict[int, tuple[int, int, int, int]] = {}
+        self.use_book_ticker = "bookTicker" in self.streams
+        self._md = np.zeros(1, TOP_OF_BOOK)
+        self._md_raw = memoryview(self._md).cast("B")  # type: ignore[arg-type]
+        self._md_words = self._md_raw.cast("q")
+        self._rep = np.zeros(1, EXECUTION_REPORT)
+        self._rep_raw = memoryview(self._rep).cast("B")  # type: ignore[arg-type]
+        self._ord = bytearray(128)
+        self._ord_raw = memoryview(self._ord)
+        self.report_backlog: deque[bytes] = deque()
+        self.unsent: deque[bytes] = deque()
+        self.api_ws: Any = None
+        self.logged_on = False
+        self.snapshot_tasks: dict[str, asyncio.Task[None]] = {}
+        sign: Callable[[str], str] | None = None
+        if self.private_key_pem:
+            sign = Ed25519Signer(self.private_key_pem).sign
+        elif self.secret:
+            sign = HmacSigner(self.secret).sign
+        self.sign = sign
+        self.encoder = OrderEncoder(self.table, logged_on=False, api_key=self.api_key, sign=sign)
+
+    # -- market data -------------------------------------------------------------------
+    def _publish(self, sym: int, raw: memoryview) -> None:
+        for prod in self.subs.get(sym, ()):
+            if prod.try_write(raw):
+                self.published += 1
+
+    def _publish_top(self, sym: int, ts_recv: int, ts_exch: int) -> None:
+        """Top of book from the synced book, when it changed."""
+        book = self.books[self.symbols[sym - 1]].book
+        bid_px, bid_qty = book.best_bid()
+        ask_px, ask_qty = book.best_ask()
+        top = (bid_px, bid_qty, ask_px, ask_qty)
+        if self.last_top.get(sym) == top:
+            return
+        self.last_top[sym] = top
+        w = self._md_words
+        self._md[0]["kind"] = _TOB
+        self._md[0]["version"] = SCHEMA_VERSION[RecordKind.TOP_OF_BOOK]
+        self._md[0]["symbol"] = sym
+        w[1], w[2], w[3] = ts_exch, ts_recv, time.time_ns()
+        w[4], w[5], w[6], w[7] = top
+        self.tob.write(sym - 1, self._md_raw)
+        self._publish(sym, self._md_raw)
+
+    def on_market_frame(self, frame: bytes | str, ts_recv: int) -> None:
+        """One combined-stream frame. Never raises on bad input (counted in ``stats``)."""
+        self.messages += 1
+        try:
+            env = _ENVELOPE.decode(frame)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            self.stats.count("json")
+            return
+        name, _, kind = env.stream.partition("@")
+        symbol = name.upper()
+        sym = self.table.index(symbol)
+        if not sym:
+            self.stats.count("unknown_symbol")
+            return
+        if kind.startswith("depth"):
+            feed = self.books.get(symbol)
+            if feed is None:
+                feed = self.books[symbol] = DepthFeed(self.market, symbol)  # type: ignore[arg-type]
+            was_synced = feed.synced
+            action = feed.on_diff(env.data)
+            if action is Action.NEED_SNAPSHOT:
+                if was_synced:
+                    self.resyncs += 1
+                    self.log.warning("depth gap: resync", symbol=symbol)
+                self._want_snapshot(symbol)
+            elif action is Action.APPLIED and not self.use_book_ticker:
+                head = feed.last_head
+                self._publish_top(sym, ts_recv, (head.E if head is not None else 0) * 1_000_000)
+            elif action is Action.BUFFERED and symbol not in self.snapshot_tasks:
+                self._want_snapshot(symbol)
+            return
+        raw = self._md_raw
+        try:
+            if kind == "bookTicker":
+                msg = _BOOK_TICKER.decode(env.data)
+                if self.decoder.write_top_of_book(msg, raw, ts_recv):
+                    self._md_words[3] = time.time_ns()
+                    self.tob.write(sym - 1, raw)
+                    self._publish(sym, raw)
+            elif kind == "trade":
+                tmsg = _TRADE.decode(env.data)
+                if self.decoder.write_trade(tmsg, raw, ts_recv):
+                    self._md_words[3] = time.time_ns()
+                    self._publish(sym, raw)
+            else:
+                self.stats.count("unknown_stream")
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            self.stats.count("schema")
+
+    def _want_snapshot(self, symbol: str) -> None:
+        task = self.snapshot_tasks.get(symbol)
+        if task is None or task.done():
+            self.snapshot_tasks[symbol] = asyncio.get_running_loop().create_task(
+                self._snapshot(symbol)
+            )
+
+    async def _snapshot(self, symbol: str) -> None:
+        url = f"{self.endpoints.rest}/api/v3/depth?symbol={symbol}&limit=1000"
+        delay = 0.05
+        while True:
+            try:
+                body = await asyncio.to_thread(_http_get, url)
+            except OSError as exc:
+                self.log.warning("snapshot failed", symbol=symbol, error=str(exc), retry_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            feed = self.books.get(symbol)
+            if feed is None:
+                feed = self.books[symbol] = DepthFeed(self.market, symbol)  # type: ignore[arg-type]
+            action = feed.on_snapshot(body)
+            self.snapshots += 1
+            if action is Action.NEED_SNAPSHOT or action is None:
+                # Older than the buffered diffs (or malformed): fetch again.
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if feed.synced and not self.use_book_ticker:
+                self._publish_top(self.table.index(symbol), time.time_ns(), 0)
+            return
+
+    def stream_url(self) -> str:
+        names = [
+            f"{s.lower()}@{STREAM_SUFFIX[k]}"
+            for s in self.symbols
+            for k in self.streams
+            if k in STREAM_SUFFIX
+        ]
+        return f"{self.endpoints.ws}/stream?streams={'/'.join(names)}"
+
+    async def _market(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                async with websockets.connect(
+                    self.stream_url(), max_size=None, compression=None
+                ) as ws:
+                    self.log.info("market streams connected", url=self.stream_url())
+                    delay = 0.1
+                    # A new connection: every book must be rebuilt from a fresh snapshot.
+                    self.books.clear()
+                    self.last_top.clear()
+                    async for frame in ws:
+                        self.on_market_frame(frame, time.time_ns())
+            except (OSError, websockets.WebSocketException) as exc:
+                self.reconnects += 1
+                self.log.warning("market streams lost", error=str(exc), retry_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    # -- orders and user data ----------------------------------------------------------
+    def _report(self, raw: memoryview | bytes) -> None:
+        if self.report_backlog or not self.reports.try_write(raw):
+            self.report_backlog.append(bytes(raw))
+
+    def _flush_reports(self) -> int:
+        n = 0
+        while self.report_backlog and self.reports.try_write(self.report_backlog[0]):
+            self.report_backlog.popleft()
+            n += 1
+        return n
+
+    def on_api_frame(self, frame: bytes | str, ts_recv: int) -> None:
+        """A WebSocket API frame: a user-data event or the response to a request."""
+        text = frame if isinstance(frame, bytes) else frame.encode()
+        if b'"event"' in text[:64]:
+            n = self.user.decode_into(text, self._rep_raw, ts_recv)
+            if n == 1 and self._rep_raw[0] == _EXEC:
+                cl = int(self._rep[0]["cl_ord_id"]) or int(self._rep[0]["orig_cl_ord_id"])
+                self._rep_raw[_POLICY_BYTE] = ClOrdIdGen.policy_of(cl) & 0xFF
+                self._report(self._rep_raw)
+            return
+        resp = parse_ws_response(text, self.stats)
+        if resp is None or not isinstance(resp.id, int):
+            return
+        rec = self.encoder.resolve(resp.id)
+        if rec is None or resp.status == 200:
+            return
+        code = resp.error.code if resp.error is not None else -1
+        self.rejects += 1
+        self.log.warning("order rejected", code=code, msg=resp.error.msg if resp.error else "")
+        if write_reject(rec, code, self._rep_raw, ts_recv, reason=11):
+            self._report(self._rep_raw)
+
+    async def _request(self, ws: Any, method: str, params: dict[str, object]) -> Any:
+        rid = f"{method}-{time.time_ns()}"
+        await ws.send(encode_request(rid, method, params))
+        while True:
+            frame = await asyncio.wait_for(ws.recv(), 10)
+            resp = parse_ws_response(frame, self.stats)
+            if resp is not None and resp.id == rid:
+                return resp
+            self.on_api_frame(frame, time.time_ns())
+
+    async def _api(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                async with websockets.connect(
+                    f"{self.endpoints.ws_api}/ws-api/v3", max_size=None
+                ) as ws:
+                    if self.private_key_pem:
+                        params: dict[str, object] = {
+                            "apiKey": self.api_key,
+                            "timestamp": time.time_ns() // 1_000_000,
+                        }
+                        assert self.sign is not None
+                        params["signature"] = self.sign(ws_payload(params))
+                        resp = await self._request(ws, "session.logon", params)
+                        if resp.status != 200:
+                            raise ConnectionError(f"session.logon refused: {resp.error}")
+                        self.encoder.logged_on = True
+                        sub = await self._request(ws, "userDataStream.subscribe", {})
+                    else:
+                        p2: dict[str, object] = {
+                            "apiKey": self.api_key,
+                            "timestamp": time.time_ns() // 1_000_000,
+                        }
+                        if self.sign is not None:
+                            p2["signature"] = self.sign(ws_payload(p2))
+                        sub = await self._request(ws, "userDataStream.subscribe.signature", p2)
+                    if sub.status != 200:
+                        self.log.error("user data subscription refused", error=str(sub.error))
+                    self.log.info("websocket api connected", logged_on=self.encoder.logged_on)
+                    self.api_ws = ws
+                    delay = 0.1
+                    while self.unsent:
+                        await ws.send(self.unsent.popleft())
+                    async for frame in ws:
+                        self.on_api_frame(frame, time.time_ns())
+            except (OSError, websockets.WebSocketException, TimeoutError, ConnectionError) as exc:
+                self.reconnects += 1
+                self.log.warning("websocket api lost", error=str(exc), retry_s=delay)
+            self.api_ws = None
+            self.encoder.logged_on = False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _order_pump(self) -> None:
+        raw = self._ord_raw
+        pause = 0 if self.spin else 0.0002
+        while True:
+            n = self._flush_reports()
+            while self.orders.try_read(raw):
+                frame = self.encoder.encode(raw)
+                n += 1
+                if frame is None:
+                    continue
+                ws = self.api_ws
+                if ws is None:
+                    self.unsent.append(frame)
+                    continue
+                try:
+                    await ws.send(frame)
+                    self.orders_sent += 1
+                except websockets.WebSocketException:
+                    self.unsent.append(frame)
+            if not n:
+                await asyncio.sleep(pause)
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self, should_stop: Callable[[], bool], status: StatusWriter | None, idle: str) -> bool:
+        self.spin = self.spin or idle == "spin"
+        try:
+            import uvloop
+
+            uvloop.run(self._main(should_stop, status))
+        except ImportError:  # pragma: no cover - uvloop is a dependency
+            asyncio.run(self._main(should_stop, status))
+        return True
+
+    async def _main(self, should_stop: Callable[[], bool], status: StatusWriter | None) -> None:
+        tasks = [
+            asyncio.create_task(self._market(), name="market"),
+            asyncio.create_task(self._api(), name="ws-api"),
+            asyncio.create_task(self._order_pump(), name="orders"),
+        ]
+        cycles = 0
+        try:
+            while not should_stop():
+                await asyncio.sleep(0.1)
+                cycles += 1
+                for t in tasks:
+                    if t.done() and t.exception() is not None:
+                        raise t.exception()  # type: ignore[misc]
+                if status is not None:
+                    status.heartbeat(cycles, self.messages)
+        finally:
+            # Let the last orders (execution's cancels at stop) and reports out first.
+            self._flush_reports()
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            for st in self.snapshot_tasks.values():
+                st.cancel()
+
+
+def _http_get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        body: bytes = resp.read()
+        return body
