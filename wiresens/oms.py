@@ -105,6 +105,9 @@ _PARTIAL = int(S.PARTIALLY_FILLED)
 _FILLED = int(S.FILLED)
 _NEW = int(S.NEW)
 _PENDING_CANCEL = int(S.PENDING_CANCEL)
+_PENDING_NEW = int(S.PENDING_NEW)
+_LIMIT = int(OrderType.LIMIT)
+_GTC = int(TimeInForce.GTC)
 
 
 def can_transition(current: int, new: int) -> bool:
@@ -170,23 +173,24 @@ class Order:
         side: int,
         qty: int,
         price: int,
-        order_type: int = OrderType.LIMIT,
-        tif: int = TimeInForce.GTC,
+        order_type: int = _LIMIT,
+        tif: int = _GTC,
         account: int = 0,
         orig_cl_ord_id: int = 0,
-        status: int = ExecStatus.PENDING_NEW,
+        status: int = _PENDING_NEW,
     ) -> None:
+        # Plain ints expected (enums work too: IntEnum compares and hashes as int).
         self.cl_ord_id = cl_ord_id
         self.orig_cl_ord_id = orig_cl_ord_id
         self.policy = policy
         self.account = account
         self.symbol = symbol
-        self.side = int(side)
-        self.order_type = int(order_type)
-        self.tif = int(tif)
+        self.side = side
+        self.order_type = order_type
+        self.tif = tif
         self.qty = qty
         self.price = price
-        self.status = int(status)
+        self.status = status
         self.exch_order_id = 0
         self.cum_qty = 0
         self.cum_quote = 0

@@ -82,6 +82,30 @@ _COUNTER_BITS = 24
 _COUNTER_MAX = (1 << _COUNTER_BITS) - 1
 _EPOCH_MASK = (1 << _EPOCH_BITS) - 1
 _PENDING_CANCEL = int(ExecStatus.PENDING_CANCEL)
+
+
+def _offset(name: str, size: int) -> int:
+    off: int = ORDER_REQUEST.fields[name][1]  # type: ignore[index]
+    if off % size:
+        raise AssertionError(f"ORDER_REQUEST.{name} at {off} is not {size}-byte aligned")
+    return off // size
+
+
+# Actions write the preallocated request through typed memoryviews at these indexes:
+# ~10x cheaper than numpy structured-field assignment (see docs/decisions.md).
+_B_KIND = _offset("kind", 1)
+_B_SIDE = _offset("side", 1)
+_B_TYPE = _offset("order_type", 1)
+_B_TIF = _offset("tif", 1)
+_I_SYMBOL = _offset("symbol", 4)
+_Q_TS_PUB = _offset("ts_pub", 8)
+_Q_CL_ORD_ID = _offset("cl_ord_id", 8)
+_Q_ORIG = _offset("orig_cl_ord_id", 8)
+_Q_PRICE = _offset("price", 8)
+_Q_QTY = _offset("qty", 8)
+_K_NEW = int(RecordKind.ORDER_NEW)
+_K_CANCEL = int(RecordKind.ORDER_CANCEL)
+_K_REPLACE = int(RecordKind.ORDER_REPLACE)
 MAX_POLICY_ID = 255
 """EXECUTION_REPORT carries the policy id in one byte."""
 
@@ -324,6 +348,8 @@ class PolicyObject:
         self._req["policy"] = context.policy_id
         self._req["account"] = context.account
         self._req_bytes = self._req.data.cast("B")
+        self._req_q = self._req_bytes.cast("q")
+        self._req_i = self._req_bytes.cast("I")
         self._log: Any = None
 
     # -- hooks (override) -------------------------------------------------------------
@@ -417,15 +443,15 @@ class PolicyObject:
         order = self.open_orders.open.get(cl_ord_id)
         if order is None or order.status == _PENDING_CANCEL:  # already asked
             return False
-        req = self._req
-        req["kind"] = RecordKind.ORDER_CANCEL
-        req["symbol"] = order.symbol
-        req["cl_ord_id"] = self._ids.next()
-        req["orig_cl_ord_id"] = cl_ord_id
-        req["side"] = order.side
-        req["qty"] = 0
-        req["price"] = 0
-        req["ts_pub"] = self.clock()
+        b, q = self._req_bytes, self._req_q
+        b[_B_KIND] = _K_CANCEL
+        b[_B_SIDE] = order.side
+        self._req_i[_I_SYMBOL] = order.symbol
+        q[_Q_CL_ORD_ID] = self._ids.next()
+        q[_Q_ORIG] = cl_ord_id
+        q[_Q_QTY] = 0
+        q[_Q_PRICE] = 0
+        q[_Q_TS_PUB] = self.clock()
         if not self._sink_submit(self._req_bytes):
             self.rejected_submits += 1
             return False
@@ -440,39 +466,53 @@ class PolicyObject:
             return 0
         if qty <= 0:
             raise ValueError(f"replace quantity must be positive, got {qty}")
-        req = self._req
+        b, q = self._req_bytes, self._req_q
         new_id = self._ids.next()
-        req["kind"] = RecordKind.ORDER_REPLACE
-        req["symbol"] = order.symbol
-        req["cl_ord_id"] = new_id
-        req["orig_cl_ord_id"] = cl_ord_id
-        req["side"] = order.side
-        req["qty"] = qty
-        req["price"] = price
-        req["order_type"] = order.order_type
-        req["tif"] = order.tif
-        req["ts_pub"] = self.clock()
+        b[_B_KIND] = _K_REPLACE
+        b[_B_SIDE] = order.side
+        b[_B_TYPE] = order.order_type
+        b[_B_TIF] = order.tif
+        self._req_i[_I_SYMBOL] = order.symbol
+        q[_Q_CL_ORD_ID] = new_id
+        q[_Q_ORIG] = cl_ord_id
+        q[_Q_QTY] = qty
+        q[_Q_PRICE] = price
+        q[_Q_TS_PUB] = self.clock()
         if not self._sink_submit(self._req_bytes):
             self.rejected_submits += 1
             return 0
-        self.open_orders.on_request(req[0])
+        self.open_orders.mark_pending_cancel(cl_ord_id)
+        self.open_orders.add(
+            Order(
+                new_id,
+                policy=self.policy_id,
+                symbol=order.symbol,
+                side=order.side,
+                qty=qty,
+                price=price,
+                order_type=order.order_type,
+                tif=order.tif,
+                account=self.account,
+                orig_cl_ord_id=cl_ord_id,
+            )
+        )
         return new_id
 
     def _new(self, symbol: int, side: int, qty: int, price: int, tif: int, order_type: int) -> int:
         if qty <= 0:
             raise ValueError(f"order quantity must be positive, got {qty}")
-        req = self._req
+        b, q = self._req_bytes, self._req_q
         cid = self._ids.next()
-        req["kind"] = RecordKind.ORDER_NEW
-        req["symbol"] = symbol
-        req["cl_ord_id"] = cid
-        req["orig_cl_ord_id"] = 0
-        req["side"] = side
-        req["qty"] = qty
-        req["price"] = price
-        req["order_type"] = order_type
-        req["tif"] = tif
-        req["ts_pub"] = self.clock()
+        b[_B_KIND] = _K_NEW
+        b[_B_SIDE] = side
+        b[_B_TYPE] = order_type
+        b[_B_TIF] = tif
+        self._req_i[_I_SYMBOL] = symbol
+        q[_Q_CL_ORD_ID] = cid
+        q[_Q_ORIG] = 0
+        q[_Q_QTY] = qty
+        q[_Q_PRICE] = price
+        q[_Q_TS_PUB] = self.clock()
         if not self._sink_submit(self._req_bytes):
             self.rejected_submits += 1
             return 0
