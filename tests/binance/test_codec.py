@@ -17,8 +17,14 @@ from wiresens.binance import codec
 from wiresens.binance.codec import DecodeStats, MarketDecoder, UserDecoder
 from wiresens.binance.signing import HmacSigner, verify_hmac, ws_payload
 from wiresens.binance.wire import DECODERS, OrderResponse
-from wiresens.errors import ConfigError, ExchangeError, ProtocolError, RateLimitError
-from wiresens.fixedpoint import to_fixed
+from wiresens.errors import (
+    ConfigError,
+    ExchangeError,
+    FixedPointError,
+    ProtocolError,
+    RateLimitError,
+)
+from wiresens.fixedpoint import from_fixed, to_fixed
 from wiresens.instruments import Instrument, InstrumentTable
 from wiresens.records import (
     ACCOUNT_UPDATE,
@@ -423,6 +429,39 @@ def test_exchange_errors() -> None:
     stats = DecodeStats()
     assert codec.parse_ws_response(b'{"status":', stats) is None
     assert stats.as_dict() == {"json": 1}
+
+
+def test_signed_params_reproduce_doc_signature() -> None:
+    # web-socket-api.md, SIGNED request example (HMAC), ASCII symbol
+    params = {
+        "symbol": "BTCUSDT",
+        "side": "SELL",
+        "type": "LIMIT",
+        "timeInForce": "GTC",
+        "quantity": "0.01000000",
+        "price": "52000.00",
+    }
+    signer = HmacSigner("NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j")
+    key = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A"
+    out = codec.signed_params(params, key, signer, 1645423376532, recv_window_ms=100)
+    assert out["signature"] == "aa1b5712c094bc4e57c05a1a5c1fd8d88dcd628338ea863fec7b88e59fe2db24"
+    logon = codec.logon_params(key, signer, 1)
+    assert set(logon) == {"apiKey", "timestamp", "signature"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 2**63 - 1) | st.text(alphabet="0123456789.-+e_ \uff11", max_size=14))
+def test_fast_fixed_point_agrees_with_fixedpoint(value: int | str) -> None:
+    text = from_fixed(value) if isinstance(value, int) else value
+    try:
+        expected: int | None = to_fixed(text)
+    except FixedPointError:
+        expected = None
+    try:
+        got: int | None = codec._fx(text)
+    except FixedPointError:
+        got = None
+    assert got == expected
 
 
 def test_fixed_to_wire_and_client_ids() -> None:

@@ -32,6 +32,7 @@ from typing import Any, Final
 import msgspec
 import numpy as np
 
+from wiresens.binance.signing import Signer, ws_payload
 from wiresens.binance.wire import (
     DECODERS,
     USER_EVENT_DECODER,
@@ -93,12 +94,14 @@ __all__ = [
     "error_of",
     "exchange_error",
     "fixed_to_wire",
+    "logon_params",
     "order_from_params",
     "order_result",
     "parse_client_order_id",
     "parse_ws_response",
     "place_params",
     "replace_params",
+    "signed_params",
     "write_order_response",
     "write_reject",
 ]
@@ -243,7 +246,7 @@ _V_ACCT: Final = SCHEMA_VERSION[RecordKind.ACCOUNT_UPDATE]
 
 _MS: Final = 1_000_000
 _INT64_MAX: Final = (1 << 63) - 1
-_POW10: Final = tuple(10 ** (8 - n) for n in range(9))
+_POW10: Final[tuple[int, ...]] = tuple(10 ** (8 - n) for n in range(9))
 
 
 def _fx(text: str) -> int:
@@ -251,9 +254,10 @@ def _fx(text: str) -> int:
     :func:`wiresens.fixedpoint.to_fixed` (which raises FixedPointError)."""
     whole, _, frac = text.partition(".")
     n = len(frac)
-    # isascii: str.isdigit accepts non-ASCII digits int() may reject or misread
-    if n <= 8 and whole.isdigit() and text.isascii() and (n == 0 or frac.isdigit()):
-        value = int(whole) * 100_000_000 + (int(frac) * _POW10[n] if n else 0)
+    digits = whole + frac
+    # isascii: str.isdigit also accepts non-ASCII digits, which int() reads or rejects
+    if n <= 8 and digits.isdigit() and digits.isascii():
+        value = int(digits) * _POW10[n]
         if value <= _INT64_MAX:
             return value
     return to_fixed(text)
@@ -625,6 +629,32 @@ _WS_RESPONSE: msgspec.json.Decoder[WsApiResponse] = msgspec.json.Decoder(WsApiRe
 _ORDER_RESPONSE: msgspec.json.Decoder[OrderResponse] = msgspec.json.Decoder(OrderResponse)
 _ERROR_BODY: msgspec.json.Decoder[ErrorBody] = msgspec.json.Decoder(ErrorBody)
 _REQUEST_ENCODER = msgspec.json.Encoder()
+
+
+def signed_params(
+    params: Mapping[str, object],
+    api_key: str,
+    signer: Signer,
+    timestamp_ms: int,
+    recv_window_ms: int | None = None,
+) -> dict[str, object]:
+    """``params`` plus ``apiKey``, ``timestamp`` (and ``recvWindow``) and the WS API
+    ``signature`` over all of them (sorted, unencoded: :func:`signing.ws_payload`).
+
+    After ``session.logon`` only ``timestamp`` is needed: pass the params without this.
+    """
+    out: dict[str, object] = dict(params)
+    out["apiKey"] = api_key
+    out["timestamp"] = timestamp_ms
+    if recv_window_ms is not None:
+        out["recvWindow"] = recv_window_ms
+    out["signature"] = signer.sign(ws_payload(out))
+    return out
+
+
+def logon_params(api_key: str, signer: Signer, timestamp_ms: int) -> dict[str, object]:
+    """``session.logon`` params (Binance accepts only Ed25519 keys for it)."""
+    return signed_params({}, api_key, signer, timestamp_ms)
 
 
 def encode_request(request_id: str | int, method: str, params: Mapping[str, object]) -> bytes:

@@ -56,7 +56,9 @@ __all__ = [
     "PriceLevel",
     "RateLimit",
     "RateLimitUsage",
+    "SessionStatus",
     "StreamEnvelope",
+    "SubscribeResult",
     "SymbolInfo",
     "Trade",
     "UserDataEnvelope",
@@ -452,6 +454,23 @@ class WsApiResponse(Struct, frozen=True, omit_defaults=True):
     result: Raw = Raw()
     error: WsApiError | None = None
     rateLimits: tuple[RateLimit, ...] = ()
+
+
+class SessionStatus(Struct, frozen=True):
+    """Result of ``session.logon`` / ``session.status`` / ``session.logout``."""
+
+    connectedSince: int
+    serverTime: int
+    apiKey: str | None = None
+    authorizedSince: int | None = None
+    returnRateLimits: bool = True
+    userDataStream: bool = False
+
+
+class SubscribeResult(Struct, frozen=True):
+    """Result of ``userDataStream.subscribe``: events arrive tagged with this id."""
+
+    subscriptionId: int = 0
 
 
 # --------------------------------------------------------------------------- user data
