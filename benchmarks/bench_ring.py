@@ -29,15 +29,15 @@ import traceback
 from array import array
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from benchmarks.common import (
     PERCENTILES,
-    Spread,
     fmt_rate,
     fmt_ratio,
+    fmt_us,
     histogram_from_ns,
     latency_figures,
     machine_info,
@@ -101,11 +101,31 @@ TARGETS = (
 # Each side runs in its own process, pinned, and returns a dict through a pipe.
 
 
+class Placement(NamedTuple):
+    """Where the two sides run: their CPUs, and whether as SCHED_FIFO real-time tasks."""
+
+    producer: int
+    consumer: int
+    realtime: bool = False
+
+
 def _child(
-    fn: Callable[..., dict[str, Any]], cpu: int, args: tuple[Any, ...], out: Connection
+    fn: Callable[..., dict[str, Any]],
+    cpu: int,
+    realtime: bool,
+    args: tuple[Any, ...],
+    out: Connection,
 ) -> None:
     try:
         pin(cpu)
+        if realtime:
+            try:
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+            except PermissionError:
+                raise PermissionError(
+                    "--realtime needs CAP_SYS_NICE (root, or `setcap cap_sys_nice+ep` on the "
+                    "interpreter); run without --realtime"
+                ) from None
         result = fn(*args)
     except BaseException:
         out.send({"error": traceback.format_exc()})
@@ -407,19 +427,19 @@ def _context() -> mp.context.BaseContext:
 def _run_pair(
     ctx: Any,
     case: str,
-    cpus: Sequence[int],
+    cpus: Placement,
     consumer: tuple[Callable[..., dict[str, Any]], tuple[Any, ...]],
     producer: tuple[Callable[..., dict[str, Any]], tuple[Any, ...]],
     budget_s: float,
     close_after_start: Sequence[Connection] = (),
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run a consumer on ``cpus[1]`` and a producer on ``cpus[0]``; return their results."""
+    """Run the consumer and the producer where ``cpus`` says; return their results."""
     results: list[dict[str, Any]] = []
     procs = []
     conns = []
-    for (fn, args), cpu in ((consumer, cpus[1]), (producer, cpus[0])):
+    for (fn, args), cpu in ((consumer, cpus.consumer), (producer, cpus.producer)):
         recv_end, send_end = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_child, args=(fn, cpu, args, send_end), daemon=True)
+        p = ctx.Process(target=_child, args=(fn, cpu, cpus.realtime, args, send_end), daemon=True)
         p.start()
         send_end.close()
         procs.append(p)
@@ -465,7 +485,7 @@ def _check(case: str, n: int, res: dict[str, Any]) -> dict[str, Any]:
 
 
 def _latency_case(
-    ctx: Any, case: str, cpus: Sequence[int], n: int, interval: int, tag: str
+    ctx: Any, case: str, cpus: Placement, n: int, interval: int, tag: str
 ) -> tuple[dict[str, float], dict[str, Any], dict[str, Any]]:
     budget = 30.0 + 3 * n * interval / 1e9
     deadline = time.perf_counter_ns() + int(budget * 1e9)
@@ -505,7 +525,7 @@ def _latency_case(
 
 
 def _tput_case(
-    ctx: Any, case: str, cpus: Sequence[int], n: int, tag: str
+    ctx: Any, case: str, cpus: Placement, n: int, tag: str
 ) -> tuple[float, dict[str, Any], dict[str, Any]]:
     batch = case.endswith("batch")
     budget = 30.0 + n * 20e-6
@@ -559,13 +579,15 @@ def _counts(records: int, tput_records: int) -> dict[str, int]:
 def run_once(
     records: int = DEFAULT_RECORDS,
     tput_records: int = DEFAULT_TPUT_RECORDS,
-    cpus: Sequence[int] | None = None,
+    cpus: Placement | None = None,
     ctx: Any = None,
     run_index: int = 0,
 ) -> dict[str, Any]:
     """One run of every case; the figures of that run (latency in µs, rates in records/s)."""
     ctx = ctx if ctx is not None else _context()
-    cpus = list(cpus) if cpus is not None else pick_cpus(2)
+    if cpus is None:
+        producer_cpu, consumer_cpu = pick_cpus(2)
+        cpus = Placement(producer_cpu, consumer_cpu)
     counts = _counts(records, tput_records)
     intervals = {
         "ring spin": SPIN_INTERVAL_NS,
@@ -623,7 +645,8 @@ def _print_report(doc: dict[str, Any]) -> None:
     print("Wiresens ring benchmark: SPSC ring vs multiprocessing.Pipe, 64-byte records")
     print(
         f"  producer on CPU {cfg['producer_cpu']}, consumer on CPU {cfg['consumer_cpu']} "
-        f"(allowed {doc['machine']['cpus_allowed']}, {doc['machine']['cpu_model'] or 'unknown CPU'})"
+        f"{', both SCHED_FIFO' if cfg['realtime'] else ''}"
+        f" (allowed {doc['machine']['cpus_allowed']}, {doc['machine']['cpu_model'] or 'unknown CPU'})"
     )
     print(f"  ring capacity {CAPACITY} slots of {SIZE} bytes; Python {doc['machine']['python']}")
     print(
@@ -643,20 +666,30 @@ def _print_report(doc: dict[str, Any]) -> None:
         f"  load average {doc['machine']['loadavg']} at start, {doc['loadavg_end']} at end "
         f"(a loaded machine widens the tails)"
     )
-    what = f"median of {runs} runs, (min-max)" if runs > 1 else "1 run"
-    headers = ["case", *[n for n, _ in PERCENTILES], "max", "samples"]
-    rows = []
-    for case in LATENCY_CASES:
-        figs = summary["latency_us"][case]
-        rows.append(
+    what = f"median of {runs} runs" if runs > 1 else "1 run"
+    names = [n for n, _ in PERCENTILES] + ["max"]
+    rows = [
+        [
+            LABELS[case],
+            *[fmt_us(summary["latency_us"][case][n]["median"]) for n in names],
+            f"{counts[case] - counts[case] // WARMUP_FRACTION:,}",
+        ]
+        for case in LATENCY_CASES
+    ]
+    print_table(f"One-way latency, us ({what})", ["case", *names, "samples"], rows)
+    if runs > 1:
+        rows = [
             [
                 LABELS[case],
-                *[Spread(figs[n]).text() for n, _ in PERCENTILES],
-                Spread(figs["max"]).text("{:.0f}"),
-                f"{counts[case] - counts[case] // WARMUP_FRACTION:,}",
+                *[
+                    f"{fmt_us(summary['latency_us'][case][n]['min'])}-"
+                    f"{fmt_us(summary['latency_us'][case][n]['max'])}"
+                    for n in names
+                ],
             ]
-        )
-    print_table(f"One-way latency, us ({what})", headers, rows)
+            for case in LATENCY_CASES
+        ]
+        print_table(f"One-way latency, us: range over the {runs} runs", ["case", *names], rows)
     rows = [
         [
             LABELS[case],
@@ -702,9 +735,14 @@ def main(
     runs: int = 1,
     records: int | None = None,
     tput_records: int | None = None,
+    realtime: bool = False,
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Run the ring benchmark ``runs`` times, print the report, return (and write) the figures.
+
+    ``realtime`` runs both sides as SCHED_FIFO tasks (priority 1), so that other load
+    cannot preempt them: the figures then show the ring rather than the scheduler. The
+    kernel's real-time throttling still leaves other tasks 5% of each CPU.
 
     Raises ``RuntimeError`` when a consumer saw a record out of sequence or missed one.
     """
@@ -717,7 +755,8 @@ def main(
             f"--records must be >= 10 and --tput-records >= {BATCH} (got {records}, {tput_records})"
         )
     machine = machine_info()
-    cpus = pick_cpus(2)
+    producer_cpu, consumer_cpu = pick_cpus(2)
+    cpus = Placement(producer_cpu, consumer_cpu, realtime)
     ctx = _context()
     all_runs = [run_once(records, tput_records, cpus, ctx, i) for i in range(runs)]
     summary = _summarise(all_runs)
@@ -731,8 +770,9 @@ def main(
             "record_size": SIZE,
             "batch": BATCH,
             "capacity": CAPACITY,
-            "producer_cpu": cpus[0],
-            "consumer_cpu": cpus[1],
+            "producer_cpu": cpus.producer,
+            "consumer_cpu": cpus.consumer,
+            "realtime": realtime,
             "spin_interval_ns": SPIN_INTERVAL_NS,
             "sleep_interval_ns": SLEEP_INTERVAL_NS,
             "warmup_fraction": 1 / WARMUP_FRACTION,

@@ -33,6 +33,18 @@ def ring(
     ),
     tput_records: int = typer.Option(1_000_000, help="Records per throughput case."),
     runs: int = typer.Option(1, help="Repeat the whole benchmark and report medians."),
+    realtime: bool = typer.Option(
+        False,
+        "--realtime",
+        help="Run both sides SCHED_FIFO (needs CAP_SYS_NICE) so other load cannot preempt them.",
+    ),
 ) -> None:
     """SPSC ring: one-way latency (spin, block) and throughput vs multiprocessing.Pipe."""
-    _run("ring", json_out=json_out, records=records, tput_records=tput_records, runs=runs)
+    _run(
+        "ring",
+        json_out=json_out,
+        records=records,
+        tput_records=tput_records,
+        runs=runs,
+        realtime=realtime,
+    )
