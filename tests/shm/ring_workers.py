@@ -136,10 +136,13 @@ def plain_producer(name: str, total: int, batch: int) -> None:
     ring.close()
 
 
-def at_least_once_consumer(name: str, total: int, batch: int, counts_path: str) -> None:
+def at_least_once_consumer(
+    name: str, total: int, batch: int, counts_path: str, work_s: float = 0.0
+) -> None:
     """Process records in place (peek), count each sequence in a file, then release.
 
-    Killed between counting and releasing, the batch is counted again by the next
+    ``work_s`` of further "processing" between counting and releasing makes a kill
+    likely to land in that window. Killed there, the batch is counted again by the next
     consumer: at-least-once delivery. Exits 3 on a gap or torn record.
     """
     ring = Ring.attach(name, SEQ_RECORD)
@@ -155,6 +158,8 @@ def at_least_once_consumer(name: str, total: int, batch: int, counts_path: str) 
                 os.write(2, f"consumer: {problem}\n".encode())
                 os._exit(3)
             counts[view["seq"]] += 1
+            if work_s:
+                time.sleep(work_s)
             cons.release(n)
         idle.idle(n)
     counts.flush()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from wiresens.shm import Ring, Segment, SegmentExistsError, ShmError
-from wiresens.testing import SEQ_RECORD
+from wiresens.testing import SEQ_RECORD, check_seq_records
 
 
 @pytest.fixture
@@ -39,12 +39,15 @@ def test_killed_consumer_restarts_at_its_read_position(
 ) -> None:
     """At-least-once: no record is skipped; at most the batch in flight at the kill repeats.
 
+    The first consumer spends 0.2 ms "processing" each batch between counting and
+    releasing it, so the kill usually lands there and the repeat path is exercised.
+
     The consumer counts a batch (its "processing") and only then releases it. A kill
     between the two leaves ``read_pos`` before that batch, so the next consumer
     processes it again; a kill anywhere else repeats nothing. Nothing released was
     unprocessed, so nothing is lost.
     """
-    total, batch = 1_000_000, 500
+    total, batch = 400_000, 500
     ctx = mp.get_context("spawn")
     name = f"{shm_prefix}kill"
     ring = Ring.create(name, SEQ_RECORD, 1 << 12)
@@ -52,7 +55,7 @@ def test_killed_consumer_restarts_at_its_read_position(
     np.zeros(total, np.int32).tofile(counts_path)
     producer = ctx.Process(target=workers.plain_producer, args=(name, total, 256))
     first = ctx.Process(
-        target=workers.at_least_once_consumer, args=(name, total, batch, str(counts_path))
+        target=workers.at_least_once_consumer, args=(name, total, batch, str(counts_path), 0.0002)
     )
     producer.start()
     first.start()
@@ -87,8 +90,56 @@ def test_killed_consumer_restarts_at_its_read_position(
     if len(dups):
         # Only the batch in flight at the kill repeats: it starts at the resume position.
         assert dups[0] >= resume_at and dups[-1] < resume_at + batch, (dups[0], dups[-1], resume_at)
+        assert len(dups) == dups[-1] - dups[0] + 1  # one contiguous run
     stats = ring.stats()
     assert stats.written == stats.read == total
+    ring.close()
+
+
+@pytest.mark.slow
+def test_killed_producer_loses_nothing_it_published_and_a_new_one_resumes(
+    shm_prefix: str, workers: Any
+) -> None:
+    """Everything below ``write_pos`` is whole; a new producer continues the sequence."""
+    ctx = mp.get_context("spawn")
+    name = f"{shm_prefix}pkill"
+    ring = Ring.create(name, SEQ_RECORD, 1 << 10)
+    cons = ring.consumer()
+    out = np.zeros(512, SEQ_RECORD)
+
+    def drain(until: Any) -> None:
+        while not until():
+            n = cons.read_into(out)
+            if not n:
+                os.sched_yield()  # two loaded cores: let the producer run
+            problem = check_seq_records(out[:n], cons.position - n)
+            assert problem is None, problem
+
+    first = ctx.Process(target=workers.plain_producer, args=(name, 1 << 40, 100))
+    first.start()
+    second = None
+    try:
+        drain(lambda: cons.position >= 100_000)
+        assert first.pid is not None
+        os.kill(first.pid, signal.SIGKILL)
+        first.join(10)
+        stats = ring.stats()
+        assert not stats.producer_alive and stats.consumer_alive
+        drain(lambda: cons.available() == 0)
+        stopped_at = ring.stats().written
+        assert cons.position == stopped_at
+        second = ctx.Process(target=workers.plain_producer, args=(name, stopped_at + 50_000, 100))
+        second.start()
+        drain(lambda: cons.position == stopped_at + 50_000)
+        second.join(30)
+        assert second.exitcode == 0
+    finally:
+        for p in (first, second):
+            if p is not None and p.is_alive():
+                p.kill()
+                p.join()
+    assert ring.stats().written == ring.stats().read == stopped_at + 50_000
+    cons.close()
     ring.close()
 
 
