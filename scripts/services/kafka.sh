@@ -2,12 +2,17 @@
 # A single-node Apache Kafka 3.9 in KRaft mode (broker and controller in one JVM) of
 # the current run ($WIRESENS_SERVICES_DIR), run from the Maven Central jars that
 # install.sh caches in ~/.cache/wiresens/kafka-<version>/.
-# Usage: kafka.sh start|stop|status|env|classpath
+# Usage: kafka.sh start|stop|status|env|classpath|tool
 #   start      first start picks the PLAINTEXT and CONTROLLER ports and formats the
 #              log dir; a later start (after stop) reuses both, so topics survive
 #   stop       SIGTERM (controlled shutdown), SIGKILL after 30 s
 #   env        print WIRESENS_KAFKA_BOOTSTRAP=host:port
-#   classpath  print the class path (e.g. for org.apache.kafka.tools.ProducerPerformance)
+#   classpath  print the class path of the cached jars (broker and kafka-tools)
+#   tool CLASS [ARGS...]
+#              run a Kafka tool's main class on that class path, e.g.
+#              kafka.sh tool org.apache.kafka.tools.ProducerPerformance --topic t \
+#                --num-records 100000 --record-size 64 --throughput -1 \
+#                --producer-props bootstrap.servers=$WIRESENS_KAFKA_BOOTSTRAP
 # WIRESENS_KAFKA_HEAP overrides the heap flags (default -Xms128m -Xmx512m).
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -15,11 +20,20 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 jars="$(kafka_jars_dir)"
 classpath="$jars/*"
 
-if [[ "${1:-}" == classpath ]]; then
+case "${1:-}" in
+classpath)
     [[ -f "$jars/.complete" ]] || die "Kafka jars not in $jars: run scripts/services/install.sh kafka"
     printf '%s\n' "$classpath"
     exit 0
-fi
+    ;;
+tool)
+    [[ -f "$jars/.complete" ]] || die "Kafka jars not in $jars: run scripts/services/install.sh kafka"
+    shift
+    (($#)) || die "usage: $0 tool MAIN_CLASS [ARGS...]"
+    exec java -Xmx256m -Dlog4j.configuration="file:$SERVICES_DIR_SCRIPTS/kafka/tools-log4j.properties" \
+        -cp "$classpath" "$@"
+    ;;
+esac
 
 dir="$(run_dir)/kafka"
 logfile="$dir/server.log"
@@ -125,5 +139,5 @@ status) if running; then echo "kafka running on $(bootstrap)"; else
     exit 3
 fi ;;
 env) cat "$dir/env" ;;
-*) die "usage: $0 start|stop|status|env|classpath" ;;
+*) die "usage: $0 start|stop|status|env|classpath|tool" ;;
 esac
