@@ -24,7 +24,6 @@ from typing import Any
 
 import msgspec
 
-from wiresens.oms import Order
 from wiresens.policy import BookView, PolicyObject
 from wiresens.records import ExecStatus
 
@@ -94,7 +93,8 @@ class MarketMaker(PolicyObject):
         q.best_ask = book.ask_px
         self._quote(symbol, q)
 
-    def on_execution(self, report: Any, order: Order | None) -> None:
+    def on_execution(self, report: Any) -> None:
+        order = self.order_for(report)
         if order is None:
             return
         q = self.quotes.get(order.symbol)

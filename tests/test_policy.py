@@ -12,7 +12,7 @@ import pytest
 import structlog
 
 from wiresens.logging import configure_logging, log_file_path
-from wiresens.oms import Order, Outcome
+from wiresens.oms import Outcome
 from wiresens.policy import (
     IOC,
     MARKET,
@@ -55,8 +55,8 @@ class Recorder(PolicyObject):
     def on_trade(self, symbol: int, trade: Any) -> None:
         self.calls.append(("trade", symbol, int(trade["price"])))
 
-    def on_execution(self, report: Any, order: Order | None) -> None:
-        self.calls.append(("exec", int(report["status"]), order))
+    def on_execution(self, report: Any) -> None:
+        self.calls.append(("exec", int(report["status"]), self.order_for(report)))
 
     def on_timer(self, now_ns: int) -> None:
         self.calls.append(("timer", now_ns))
@@ -193,7 +193,13 @@ def test_reports_update_orders_positions_then_hook() -> None:
     execs = [c for c in p.calls if c[0] == "exec"]
     assert [c[1] for c in execs] == [ExecStatus.NEW, ExecStatus.PARTIALLY_FILLED]
     assert execs[-1][2].cl_ord_id == cid and execs[-1][2].cum_qty == 4
-    p.deliver_execution(exec_report(cid, ExecStatus.CANCELED, ExecType.CANCELED, cum_qty=4))
+    # Binance reports a cancel under the cancel request's id, the order's in orig.
+    assert p.cancel(cid)
+    cancel_id = int(p.context.sink.records[-1]["cl_ord_id"])
+    cancel = exec_report(cancel_id, ExecStatus.CANCELED, ExecType.CANCELED, cum_qty=4)
+    cancel["orig_cl_ord_id"] = cid
+    assert p.deliver_execution(cancel) == Outcome.APPLIED
+    assert p.calls[-1][2].cl_ord_id == cid and p.calls[-1][2].status == ExecStatus.CANCELED
     assert len(p.open_orders) == 0
 
 

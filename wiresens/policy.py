@@ -367,11 +367,11 @@ class PolicyObject:
         ``trade_id``, ``flags``). If it raises, the host reports it and restarts the
         policy."""
 
-    def on_execution(self, report: Any, order: Order | None) -> None:
+    def on_execution(self, report: Any) -> None:
         """One of this policy's orders changed (an EXECUTION_REPORT record), after
-        ``open_orders`` and ``positions`` were updated; ``order`` is the tracked order
-        (None if unknown). Duplicates are not delivered. If it raises, the host reports
-        it and restarts the policy."""
+        ``open_orders`` and ``positions`` were updated; :meth:`order_for` gives the
+        tracked order. Duplicates are not delivered. If it raises, the host reports it
+        and restarts the policy."""
 
     def on_timer(self, now_ns: int) -> None:
         """Every ``timer_interval_ms`` of the config (wall clock live, simulated time in
@@ -407,8 +407,16 @@ class PolicyObject:
         outcome = self.open_orders.apply(report)
         if outcome == Outcome.APPLIED or outcome == Outcome.STALE_FILL:
             self.positions.apply_report(report)
-            self.on_execution(report, self.open_orders.get(int(report["cl_ord_id"])))
+            self.on_execution(report)
         return outcome
+
+    def order_for(self, report: Any) -> Order | None:
+        """The tracked order an EXECUTION_REPORT is about (open or recently finished)."""
+        order = self.open_orders.get(int(report["cl_ord_id"]))
+        if order is None:
+            orig = int(report["orig_cl_ord_id"])
+            order = self.open_orders.get(orig) if orig else None
+        return order
 
     # -- actions ----------------------------------------------------------------------
 
