@@ -187,16 +187,17 @@ def _parse(data: bytes) -> tuple[I64, I64, bool]:
     if not (_digits_ok(frac) and _digits_ok(lo)):
         return _NONE, _NONE, False
     whole = _swar8(lo)
-    if bool((k > 8).any()):
+    big = bool((k > 8).any())
+    if big:
         hi = _fill(words[dotpos - 16], _HIGHB[k - klo])
         if not _digits_ok(hi):
             return _NONE, _NONE, False
         whole += _swar8(hi) * _E8
-        if bool((whole > np.uint64(_INT64_MAX // 100_000_000)).any()):
-            # Too large for int64 fixed point, or on the edge: let to_fixed decide.
-            return _NONE, _NONE, False
     whole *= _E8
     whole += _swar8(frac)
+    # At most 11 integer digits: the uint64 value cannot wrap, only exceed int64.
+    if big and bool((whole > np.uint64(_INT64_MAX)).any()):
+        return _NONE, _NONE, False
     return whole.view(np.int64), starts, True
 
 

@@ -167,84 +167,98 @@ def _iter_hftbacktest(path: Path, on_error: ErrorHandler) -> Iterator[RecordedMe
     m = _FILE_SYMBOL.search(path.name.lower())
     file_symbol = m.group(1).upper() if m else None
     seen: set[str] = set()
-    with _open(path) as fh:
-        for lineno, raw in enumerate(fh, 1):
-            line = raw.rstrip(b"\r\n")
-            if not line.strip():
-                continue
-            head, _, body = line.partition(b" ")
-            if not head.isdigit() or not body.startswith(b"{"):
-                on_error(name, lineno, "not '<timestamp> {json}'")
-                continue
-            ts = _to_ns(int(head))
-            if body.startswith(b'{"stream"'):
-                msg = _ws_message(ts, body, None, None)
-                if isinstance(msg, str):
-                    on_error(name, lineno, msg)
+    lineno = 0
+    try:
+        with _open(path) as fh:
+            for lineno, raw in enumerate(fh, 1):
+                line = raw.rstrip(b"\r\n")
+                if not line.strip():
                     continue
-                if msg.symbol is not None and len(seen) < 2:
-                    seen.add(msg.symbol)
-                yield msg
-                continue
-            try:
-                probe = _PROBE.decode(body)
-            except msgspec.DecodeError as exc:
-                on_error(name, lineno, f"malformed JSON ({exc})")
-                continue
-            if probe.lastUpdateId is None:
-                on_error(name, lineno, "JSON that is neither a stream message nor a depth snapshot")
-                continue
-            symbol = next(iter(seen)) if len(seen) == 1 else file_symbol
-            yield RecordedMessage(ts, "rest", None, symbol, None, body)
+                head, _, body = line.partition(b" ")
+                if not head.isdigit() or not body.startswith(b"{"):
+                    on_error(name, lineno, "not '<timestamp> {json}'")
+                    continue
+                ts = _to_ns(int(head))
+                if body.startswith(b'{"stream"'):
+                    msg = _ws_message(ts, body, None, None)
+                    if isinstance(msg, str):
+                        on_error(name, lineno, msg)
+                        continue
+                    if msg.symbol is not None and len(seen) < 2:
+                        seen.add(msg.symbol)
+                    yield msg
+                    continue
+                try:
+                    probe = _PROBE.decode(body)
+                except msgspec.DecodeError as exc:
+                    on_error(name, lineno, f"malformed JSON ({exc})")
+                    continue
+                if probe.lastUpdateId is None:
+                    on_error(
+                        name, lineno, "JSON that is neither a stream message nor a depth snapshot"
+                    )
+                    continue
+                symbol = next(iter(seen)) if len(seen) == 1 else file_symbol
+                yield RecordedMessage(ts, "rest", None, symbol, None, body)
+    except (EOFError, OSError) as exc:
+        # A truncated or corrupt gzip file: report it, keep what was read.
+        on_error(name, lineno + 1, f"unreadable from here on ({exc})")
 
 
 def _iter_cryptofeed(path: Path, on_error: ErrorHandler) -> Iterator[RecordedMessage]:
     name = str(path)
     url: str | None = None
     url_stream: str | None = None
-    with _open(path) as fh:
-        for lineno, raw in enumerate(fh, 1):
-            line = raw.rstrip(b"\r\n")
-            if not line.strip() or line.startswith(b"configuration:"):
-                continue
-            if line.startswith((b"wss://", b"ws://")):
-                conn, sep, _ = line.partition(b" <-> ")
-                if not sep:
-                    on_error(name, lineno, "connection line without ' <-> <time>'")
+    lineno = 0
+    try:
+        with _open(path) as fh:
+            for lineno, raw in enumerate(fh, 1):
+                line = raw.rstrip(b"\r\n")
+                if not line.strip() or line.startswith(b"configuration:"):
                     continue
-                url = conn.decode("utf-8", "replace")
-                path_part = urlsplit(url).path
-                url_stream = path_part[4:] if path_part.startswith("/ws/") else None
-                continue
-            if line.startswith((b"https://", b"http://")):
-                req, sep, rest = line.partition(b" -> ")
-                ts_text, sep2, body = rest.partition(b": ")
-                if not (sep and sep2):
-                    on_error(name, lineno, "REST line without ' -> <time>: <body>'")
+                if line.startswith((b"wss://", b"ws://")):
+                    conn, sep, _ = line.partition(b" <-> ")
+                    if not sep:
+                        on_error(name, lineno, "connection line without ' <-> <time>'")
+                        continue
+                    url = conn.decode("utf-8", "replace")
+                    path_part = urlsplit(url).path
+                    url_stream = path_part[4:] if path_part.startswith("/ws/") else None
+                    continue
+                if line.startswith((b"https://", b"http://")):
+                    req, sep, rest = line.partition(b" -> ")
+                    ts_text, sep2, body = rest.partition(b": ")
+                    if not (sep and sep2):
+                        on_error(name, lineno, "REST line without ' -> <time>: <body>'")
+                        continue
+                    try:
+                        ts = _seconds_to_ns(ts_text)
+                    except ValueError:
+                        on_error(name, lineno, f"bad receive time {ts_text[:40]!r}")
+                        continue
+                    rurl = req.decode("utf-8", "replace")
+                    sym = parse_qs(urlsplit(rurl).query).get("symbol", [None])[0]
+                    yield RecordedMessage(
+                        ts, "rest", None, sym.upper() if sym else None, rurl, body
+                    )
+                    continue
+                ts_text, sep, body = line.partition(b": ")
+                if not sep:
+                    on_error(name, lineno, "not '<time>: <message>'")
                     continue
                 try:
                     ts = _seconds_to_ns(ts_text)
                 except ValueError:
                     on_error(name, lineno, f"bad receive time {ts_text[:40]!r}")
                     continue
-                rurl = req.decode("utf-8", "replace")
-                sym = parse_qs(urlsplit(rurl).query).get("symbol", [None])[0]
-                yield RecordedMessage(ts, "rest", None, sym.upper() if sym else None, rurl, body)
-                continue
-            ts_text, sep, body = line.partition(b": ")
-            if not sep:
-                on_error(name, lineno, "not '<time>: <message>'")
-                continue
-            try:
-                ts = _seconds_to_ns(ts_text)
-            except ValueError:
-                on_error(name, lineno, f"bad receive time {ts_text[:40]!r}")
-                continue
-            msg = _ws_message(ts, body, url, url_stream)
-            if isinstance(msg, str):
-                on_error(name, lineno, msg)
-                continue
-            yield msg
+                msg = _ws_message(ts, body, url, url_stream)
+                if isinstance(msg, str):
+                    on_error(name, lineno, msg)
+                    continue
+                yield msg
+    except (EOFError, OSError) as exc:
+        # A truncated or corrupt gzip file: report it, keep what was read.
+        on_error(name, lineno + 1, f"unreadable from here on ({exc})")
 
 
 def iter_recording(

@@ -24,6 +24,7 @@ from typing import Any
 
 import msgspec
 
+from wiresens.book import OrderBook
 from wiresens.errors import FixedPointError
 from wiresens.fixedpoint import to_fixed
 
@@ -166,6 +167,11 @@ class Replay:
                 r.errors = st.report.errors + feed.errors
                 feed.errors = 0
         return {k: v.report for k, v in sorted(self._symbols.items())}
+
+    def book(self, symbol: str) -> OrderBook | None:
+        """The book being rebuilt for ``symbol`` (None before its first depth message)."""
+        st = self._symbols.get(symbol)
+        return st.feed.book if st is not None and st.feed is not None else None
 
     def on_bad_line(self, path: str, lineno: int, reason: str) -> None:
         """``on_error`` handler for :func:`iter_session`: count and go on."""
