@@ -136,7 +136,7 @@ def test_truncated_gzip_is_reported_not_raised(tmp_path: Path) -> None:
 def test_unknown_format_names_the_file(tmp_path: Path) -> None:
     p = tmp_path / "notes.txt"
     p.write_text("hello\n")
-    with pytest.raises(ProtocolError, match="notes.txt"):
+    with pytest.raises(ProtocolError, match=r"notes\.txt"):
         detect_format(p)
 
 

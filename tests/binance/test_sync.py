@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -138,7 +140,7 @@ def test_applied_diffs_are_a_contiguous_chain(case: tuple[str, list[Diff], int, 
             assert first[0] <= lid + 1 <= first[1]
         else:
             assert first[0] <= lid <= first[1]
-        for a, b in zip(applied, applied[1:], strict=False):
+        for a, b in itertools.pairwise(applied):
             assert b[0] == a[1] + 1 if market == "spot" else b[2] == a[1]
     # Every diff is accounted for exactly once (a gap keeps the offending diff buffered).
     c = sync.counters
