@@ -155,6 +155,9 @@ ERROR_CODES: Final[dict[int, tuple[str, bool]]] = {
     -2021: ("ORDER_CANCEL_REPLACE_PARTIALLY_FAILED", False),
     -2022: ("ORDER_CANCEL_REPLACE_FAILED", False),
     -2026: ("ORDER_ARCHIVED", False),
+    -2035: ("SUBSCRIPTION_ACTIVE", False),  # userDataStream.subscribe twice
+    -2036: ("SUBSCRIPTION_INACTIVE", False),
+    -2039: ("CLIENT_ORDER_ID_INVALID", False),
 }
 
 
