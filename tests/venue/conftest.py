@@ -12,6 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from wiresens.venue import RunningVenue, VenueConfig, start_venue
 from wiresens.venue.accounts import AccountConfig, ApiKey, build_accounts
 
+from .pybinance import close_loop
+
 HMAC_KEY = "venue-test-hmac-key-alice"
 HMAC_SECRET = "venue-test-hmac-secret-alice-0123456789"
 BOB_KEY = "venue-test-hmac-key-bob"
@@ -25,15 +27,23 @@ class Keys:
     ed_public_pem: str
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_client_loop() -> Iterator[None]:
+    yield
+    close_loop()
+
+
 @pytest.fixture(scope="session")
 def keys() -> Keys:
     k = ed25519.Ed25519PrivateKey.generate()
     priv = k.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
-    pub = k.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    pub = (
+        k.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     return Keys(priv, pub)
 
 
@@ -56,7 +66,11 @@ def make_accounts(keys: Keys) -> list[AccountConfig]:
 
 
 def run_venue(keys: Keys, **cfg: object) -> RunningVenue:
-    base: dict[str, object] = {"port": 0, "symbols": ("BTCUSDT", "ETHUSDT"), "market": "synthetic:7"}
+    base: dict[str, object] = {
+        "port": 0,
+        "symbols": ("BTCUSDT", "ETHUSDT"),
+        "market": "synthetic:7",
+    }
     base.update(cfg)
     return start_venue(VenueConfig(**base), build_accounts(make_accounts(keys)))  # type: ignore[arg-type]
 

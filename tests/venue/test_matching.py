@@ -79,8 +79,12 @@ def test_balances_lock_release_and_commission() -> None:
 def test_rejections_use_binance_codes() -> None:
     e, accs = _setup(1)
     a = accs.accounts[0]
-    assert e.place(a, _limit("BUY", "1", "100.001"), 1) == Reject(-1013, "Filter failure: PRICE_FILTER")
-    assert e.place(a, _limit("BUY", "0.000001", "100"), 1) == Reject(-1013, "Filter failure: LOT_SIZE")
+    assert e.place(a, _limit("BUY", "1", "100.001"), 1) == Reject(
+        -1013, "Filter failure: PRICE_FILTER"
+    )
+    assert e.place(a, _limit("BUY", "0.000001", "100"), 1) == Reject(
+        -1013, "Filter failure: LOT_SIZE"
+    )
     assert e.place(a, _limit("BUY", "0.01", "100"), 1) == Reject(-1013, "Filter failure: NOTIONAL")
     r = e.place(a, _limit("BUY", "50", "100000"), 1)
     assert r == Reject(-2010, "Account has insufficient balance for requested action.")
@@ -121,7 +125,9 @@ def test_self_trade_prevention_modes() -> None:
         own = _ok(e.place(a, _limit("SELL", "1", "100"), 1))
         _ok(e.place(b, _limit("SELL", "1", "100"), 2))
         t = _ok(e.place(a, _limit("BUY", "1", "100", stp_mode=mode), 3))
-        assert (own.status, t.status, t.executed_qty) == (maker_status, taker_status, taker_qty), mode
+        assert (own.status, t.status, t.executed_qty) == (maker_status, taker_status, taker_qty), (
+            mode
+        )
         assert a.balances["USDT"].locked == (F("100") if t.status == "NEW" else 0)
 
 
@@ -191,7 +197,9 @@ def _check_invariants(e: Engine, accs: VenueAccounts) -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(_order, min_size=1, max_size=40))
-def test_users_only_conserve_assets_and_quantity(ops: list[tuple[int, str, str, str, int, int, str]]) -> None:
+def test_users_only_conserve_assets_and_quantity(
+    ops: list[tuple[int, str, str, str, int, int, str]],
+) -> None:
     e, accs = _setup(3, bps=7)
     start = {"USDT": 3 * F("1000000"), "BTC": 3 * F("10")}
     for t, (ai, side, typ, tif, q, p, stp) in enumerate(ops):
@@ -244,5 +252,11 @@ def test_with_market_liquidity_balances_stay_consistent(
             ai, side, typ, tif, q, p, stp = ops[t]
             if typ in ("CANCEL", "MARKET"):
                 continue
-            e.place(accs.accounts[ai], OrderRequest(SYM, side, typ, q * SCALE // 1000, p * SCALE // 100, tif, stp_mode=stp), t)
+            e.place(
+                accs.accounts[ai],
+                OrderRequest(
+                    SYM, side, typ, q * SCALE // 1000, p * SCALE // 100, tif, stp_mode=stp
+                ),
+                t,
+            )
         _check_invariants(e, accs)

@@ -13,15 +13,13 @@ from wiresens.venue.accounts import ApiKey
 from wiresens.venue.api import VenueApi
 
 from .conftest import BOB_KEY, BOB_SECRET, ED_KEY, HMAC_KEY, HMAC_SECRET, Keys, run_venue
-from .pybinance import BinanceAPIException, Client
+from .pybinance import BinanceAPIException, Client, sync_client
 
 
-def client(v: RunningVenue, key: str = HMAC_KEY, secret: str = HMAC_SECRET, **kw: object) -> Client:
-    # python-binance's documented way to use another endpoint (as for the testnet):
-    # set API_URL; ping=False keeps the constructor from calling the real exchange.
-    c = Client(key, secret, ping=False, **kw)
-    c.API_URL = v.base_url + "/api"
-    return c
+def client(
+    v: RunningVenue, key: str = HMAC_KEY, secret: str | None = HMAC_SECRET, **kw: object
+) -> Client:
+    return sync_client(v.base_url, key, secret, **kw)
 
 
 def _code(exc: pytest.ExceptionInfo[BinanceAPIException]) -> tuple[int, str]:
@@ -75,7 +73,12 @@ def test_place_query_cancel_and_fill(venue: RunningVenue) -> None:
 def test_users_trade_with_each_other(quiet_venue: RunningVenue) -> None:
     alice, bob = client(quiet_venue), client(quiet_venue, BOB_KEY, BOB_SECRET)
     ask = bob.create_order(
-        symbol="BTCUSDT", side="SELL", type="LIMIT", timeInForce="GTC", quantity="0.5", price="60000"
+        symbol="BTCUSDT",
+        side="SELL",
+        type="LIMIT",
+        timeInForce="GTC",
+        quantity="0.5",
+        price="60000",
     )
     bid = alice.create_order(
         symbol="BTCUSDT", side="BUY", type="LIMIT", timeInForce="IOC", quantity="0.2", price="60001"
@@ -87,7 +90,9 @@ def test_users_trade_with_each_other(quiet_venue: RunningVenue) -> None:
     )
     assert maker["status"] == "NEW"
     with pytest.raises(BinanceAPIException) as exc:
-        bob.create_order(symbol="BTCUSDT", side="BUY", type="LIMIT_MAKER", quantity="0.1", price="60000")
+        bob.create_order(
+            symbol="BTCUSDT", side="BUY", type="LIMIT_MAKER", quantity="0.1", price="60000"
+        )
     assert _code(exc) == (-2010, "Order would immediately match and take.")
 
 
@@ -126,7 +131,12 @@ def test_auth_and_order_errors(venue: RunningVenue) -> None:
     assert _code(exc) == (-2011, "Unknown order sent.")
     with pytest.raises(BinanceAPIException) as exc:
         client(venue).create_order(
-            symbol="BTCUSDT", side="BUY", type="LIMIT", timeInForce="GTC", quantity="5", price="59000"
+            symbol="BTCUSDT",
+            side="BUY",
+            type="LIMIT",
+            timeInForce="GTC",
+            quantity="5",
+            price="59000",
         )
     assert _code(exc) == (-2010, "Account has insufficient balance for requested action.")
     with pytest.raises(BinanceAPIException) as exc:
@@ -178,11 +188,21 @@ def test_order_rate_limit(keys: Keys) -> None:
         c = client(v)
         for _ in range(2):
             c.create_order(
-                symbol="BTCUSDT", side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.001", price="50000"
+                symbol="BTCUSDT",
+                side="BUY",
+                type="LIMIT",
+                timeInForce="GTC",
+                quantity="0.001",
+                price="50000",
             )
         with pytest.raises(BinanceAPIException) as exc:
             c.create_order(
-                symbol="BTCUSDT", side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.001", price="50000"
+                symbol="BTCUSDT",
+                side="BUY",
+                type="LIMIT",
+                timeInForce="GTC",
+                quantity="0.001",
+                price="50000",
             )
         if exc.value.code == -1015:
             assert exc.value.status_code == 429

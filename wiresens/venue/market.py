@@ -1,7 +1,8 @@
 """What moves the venue's market liquidity: a replayed recording or a synthetic market.
 
-``replay:FILE`` reads a recording (formats of the shared Binance data, through
-:func:`wiresens.binance.recordings.iter_recording`) and applies, paced by the
+``replay:FILE[,FILE...]`` reads a recording (formats of the shared Binance data;
+several files of one session are merged by time with
+:func:`wiresens.binance.recordings.iter_session`) and applies, paced by the
 recorded receive times divided by ``speed``: REST depth snapshots (replace the
 market levels), diff depth events (set levels), trades and aggTrades (public
 trades that may fill resting user orders they trade through). Book tickers and
@@ -22,6 +23,7 @@ from typing import Any
 
 import msgspec
 
+from wiresens.binance.recordings import iter_session
 from wiresens.errors import ConfigError
 from wiresens.fixedpoint import from_fixed, to_fixed
 from wiresens.testing.synthetic import SyntheticMarket
@@ -40,8 +42,9 @@ def parse_market_spec(spec: str) -> tuple[str, str]:
     if kind == "none" and not arg:
         return kind, ""
     if kind == "replay" and arg:
-        if not Path(arg).is_file():
-            raise ConfigError(f"--market {spec}: no such recording file {arg!r}")
+        for f in arg.split(","):
+            if not Path(f).is_file():
+                raise ConfigError(f"--market {spec}: no such recording file {f!r}")
         return kind, arg
     if kind == "synthetic" and arg.lstrip("-").isdigit():
         return kind, arg
@@ -94,6 +97,8 @@ class MarketFeeder:
         self.interval_ms = interval_ms
         self.loop = loop
         self.applied = 0
+        self.skipped = 0
+        self.finished = False
         self.markets: list[SyntheticMarket] = []
         if self.kind == "synthetic":
             seed = int(self.arg)
@@ -118,6 +123,7 @@ class MarketFeeder:
             while True:
                 await self._run_replay()
                 if not self.loop:
+                    self.finished = True
                     return
 
     async def _run_synthetic(self) -> None:
@@ -138,9 +144,11 @@ class MarketFeeder:
 
     def _messages(self) -> Iterator[tuple[int, str, str, dict[str, Any]]]:
         """(ts_recv_ns, kind, SYMBOL, data) of the recording; kind: snapshot|depth|trade."""
-        from wiresens.binance.recordings import iter_recording  # only replay needs it
 
-        for msg in iter_recording(self.arg):
+        def skip(path: str, lineno: int, reason: str) -> None:
+            self.skipped += 1
+
+        for msg in iter_session(self.arg.split(","), skip):
             try:
                 body = msgspec.json.decode(msg.payload)
             except msgspec.DecodeError:
