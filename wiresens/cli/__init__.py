@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import bench, shm, venue
+from . import bench, binance, shm, venue
 from .logs import logs as _logs
 
 __all__ = ["app", "main"]
@@ -18,6 +18,7 @@ app = typer.Typer(
 )
 app.add_typer(shm.app, name="shm")
 app.add_typer(bench.app, name="bench")
+app.add_typer(binance.app, name="binance")
 app.add_typer(venue.app, name="venue")
 
 app.command("logs")(_logs)
