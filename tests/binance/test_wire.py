@@ -323,3 +323,16 @@ def test_account_info() -> None:
         b'"permissions":["SPOT"],"uid":354937868}'
     )
     assert acct.balances[0].free == "4723846.89208129" and acct.uid == 354937868
+
+
+def test_open_orders() -> None:
+    orders = w.OPEN_ORDERS_DECODER.decode(
+        b'[{"symbol":"LTCBTC","orderId":1,"orderListId":-1,"clientOrderId":"myOrder1",'
+        b'"price":"0.1","origQty":"1.0","executedQty":"0.0","cummulativeQuoteQty":"0.0",'
+        b'"status":"NEW","timeInForce":"GTC","type":"LIMIT","side":"BUY","stopPrice":"0.0",'
+        b'"icebergQty":"0.0","time":1499827319559,"updateTime":1499827319559,"isWorking":true,'
+        b'"workingTime":1499827319559,"origQuoteOrderQty":"0.000000",'
+        b'"selfTradePreventionMode":"NONE"}]'
+    )
+    assert len(orders) == 1 and orders[0].time == 1499827319559 and orders[0].isWorking
+    assert w.OPEN_ORDERS_DECODER.decode(b"[]") == ()

@@ -29,6 +29,7 @@ from msgspec import Raw, Struct
 
 __all__ = [
     "DECODERS",
+    "OPEN_ORDERS_DECODER",
     "USER_EVENTS",
     "USER_EVENT_DECODER",
     "AccountBalance",
@@ -590,6 +591,11 @@ DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {
     )
 }
 """One reusable ``msgspec.json.Decoder`` per Struct (building one per message is slow)."""
+
+OPEN_ORDERS_DECODER: msgspec.json.Decoder[tuple[OrderResponse, ...]] = msgspec.json.Decoder(
+    tuple[OrderResponse, ...]
+)
+"""``GET /api/v3/openOrders`` / WS ``openOrders.status`` result: a list of orders."""
 
 USER_EVENT_DECODER: msgspec.json.Decoder[UserEvent] = msgspec.json.Decoder(UserEvent)
 """Decodes any :data:`UserEvent` in one pass, dispatching on ``e``."""
