@@ -170,6 +170,10 @@ def run_process(spec: ActorSpec) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     cpu = int(spec.get("cpu", -1))
     pin_cpu(cpu)
+    if spec.get("log"):
+        from wiresens.logging import configure_logging
+
+        configure_logging(**spec["log"])
     status: StatusWriter | None = None
     if spec.get("status_prefix") is not None:
         from .status import StatusBoard

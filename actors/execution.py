@@ -31,13 +31,15 @@ from wiresens.positions import PositionBook
 from wiresens.records import (
     EXECUTION_REPORT,
     ORDER_REQUEST,
+    POLICY_STATUS,
     SCHEMA_VERSION,
+    TOP_OF_BOOK,
     ExecStatus,
     ExecType,
     RecordKind,
 )
 from wiresens.risk import RejectReason, check_filters
-from wiresens.shm import Consumer, Producer, Ring
+from wiresens.shm import Consumer, Producer, Ring, SeqlockSlots
 
 from .actor import Actor
 from .topology import Topology
@@ -54,6 +56,9 @@ _W_CL_ORD_ID, _W_ORIG, _W_EXCH_ID, _W_PRICE, _W_QTY = 4, 5, 6, 7, 8
 # Byte offsets of the small ORDER_REQUEST fields.
 _FIELDS: Any = ORDER_REQUEST.fields
 _B_ORDER_TYPE: int = _FIELDS["order_type"][1]
+_TRADE_EXEC = int(ExecType.TRADE)
+STATUS_EVERY_NS = 250_000_000
+LAT_WINDOW = 1024
 
 
 class Execution(Actor):
@@ -101,6 +106,16 @@ class Execution(Actor):
         r["status"] = int(ExecStatus.REJECTED)
         r["exec_type"] = int(ExecType.REJECTED)
         self.gateway_stage: Any = None
+        self.symbol_count = symbol_count
+        # Per (policy, symbol): orders sent, fills, rejects. Per policy: recent latencies.
+        self.counts: dict[tuple[int, int], list[int]] = {}
+        self.lat = np.zeros((max(1, policies), LAT_WINDOW), np.int64)
+        self.lat_n = [0] * max(1, policies)
+        self._next_status = 0
+        self._ps = np.zeros(1, POLICY_STATUS)
+        self._ps_raw = memoryview(self._ps).cast("B")  # type: ignore[arg-type]
+        self._tob = np.zeros(1, TOP_OF_BOOK)
+        self._tob_raw = memoryview(self._tob).cast("B")  # type: ignore[arg-type]
 
     def on_start(self) -> None:
         t = self.topo
@@ -109,6 +124,8 @@ class Execution(Actor):
         self.backlog = [deque() for _ in range(self.policies)]
         self.orders = Ring.attach(t.orders, None).producer()
         self.reports = Ring.attach(t.reports, None).consumer()
+        self.pstatus = SeqlockSlots.attach(t.pstatus, POLICY_STATUS)
+        self.tob_slots = SeqlockSlots.attach(t.tob, TOP_OF_BOOK)
         if self.gateway_stage_path:
             # Benchmarks only: run the gateway's socket-side stage in this process.
             from .actor import _load
@@ -135,7 +152,54 @@ class Execution(Actor):
                 work += 1
         if self.gateway_stage is not None:
             work += self.gateway_stage.poll()
+        if not work:
+            now = time.time_ns()
+            if now >= self._next_status:
+                self._next_status = now + STATUS_EVERY_NS
+                self.publish_status()
         return work
+
+    def _count(self, p: int, sym: int, i: int) -> None:
+        c = self.counts.get((p, sym))
+        if c is None:
+            c = self.counts[(p, sym)] = [0, 0, 0]
+        c[i] += 1
+
+    def publish_status(self) -> None:
+        """Write each (policy, symbol) slot: counts, position, PnL, latency percentiles."""
+        open_by: dict[tuple[int, int], int] = {}
+        for o in self.oms:
+            if o.is_open:
+                open_by[(o.policy, o.symbol)] = open_by.get((o.policy, o.symbol), 0) + 1
+        rec = self._ps[0]
+        for p in range(self.policies):
+            n = min(self.lat_n[p], LAT_WINDOW)
+            p50 = p99 = 0
+            if n:
+                window = self.lat[p, :n]
+                p50, p99 = (int(v) for v in np.percentile(window, [50, 99]))
+            for sym in range(1, self.symbol_count + 1):
+                pos = self.positions.get(p, sym)
+                c = self.counts.get((p, sym), [0, 0, 0])
+                mid = 0
+                if self.tob_slots.read(sym - 1, self._tob_raw) > 0:
+                    t = self._tob[0]
+                    if t["bid_px"] and t["ask_px"]:
+                        mid = (int(t["bid_px"]) + int(t["ask_px"])) // 2
+                rec["kind"] = int(RecordKind.POLICY_STATUS)
+                rec["version"] = SCHEMA_VERSION[RecordKind.POLICY_STATUS]
+                rec["symbol"] = sym
+                rec["policy"] = p
+                rec["open_orders"] = open_by.get((p, sym), 0)
+                rec["orders"], rec["fills"], rec["rejects"] = c
+                rec["position"] = pos.qty
+                rec["avg_px"] = pos.avg_px
+                rec["realized_pnl"] = pos.realized_pnl
+                rec["unrealized_pnl"] = pos.unrealized_pnl(mid) if mid else 0
+                rec["lat_p50_ns"] = p50
+                rec["lat_p99_ns"] = p99
+                rec["ts_pub"] = time.time_ns()
+                self.pstatus.write(p * self.symbol_count + sym - 1, self._ps_raw)
 
     def _handle_request(self, p: int) -> None:
         raw = self._req_raw
@@ -160,6 +224,12 @@ class Execution(Actor):
             assert self.orders is not None
             if self.orders.try_write(raw):
                 self.forwarded += 1
+                ts = words[2]
+                if ts:  # caused by a market record (not a timer or a report)
+                    i = self.lat_n[p]
+                    self.lat[p, i & (LAT_WINDOW - 1)] = time.time_ns() - ts
+                    self.lat_n[p] = i + 1
+                self._count(p, words[_W_SYMBOL] >> 32, 0)
                 return
             reason = RejectReason.QUEUE_FULL
             self._reject(p, reason, tracked=True)
@@ -168,6 +238,7 @@ class Execution(Actor):
 
     def _reject(self, p: int, reason: RejectReason, tracked: bool = False) -> None:
         self.rejected += 1
+        self._count(p, self._req_words[_W_SYMBOL] >> 32, 2)
         req = self._req[0]
         r = self._rej[0]
         for f in ("symbol", "cl_ord_id", "orig_cl_ord_id", "price", "qty", "side", "account"):
@@ -205,6 +276,8 @@ class Execution(Actor):
             self.oms.apply(rep)
             self.positions.apply_report(rep)
             p = int(rep["policy"])
+            if int(rep["exec_type"]) == _TRADE_EXEC:
+                self._count(p, int(rep["symbol"]), 1)
             if 0 <= p < self.policies:
                 self._send_report(p, raw)
         return work

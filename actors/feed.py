@@ -339,7 +339,7 @@ class FeedActor(Actor):
 
     async def _request(self, ws: Any, method: str, params: dict[str, object]) -> Any:
         rid = f"{method}-{time.time_ns()}"
-        await ws.send(encode_request(rid, method, params))
+        await ws.send(encode_request(rid, method, params), text=True)
         while True:
             frame = await asyncio.wait_for(ws.recv(), 10)
             resp = parse_ws_response(frame, self.stats)
@@ -380,7 +380,7 @@ class FeedActor(Actor):
                     self.api_ws = ws
                     delay = 0.1
                     while self.unsent:
-                        await ws.send(self.unsent.popleft())
+                        await ws.send(self.unsent.popleft(), text=True)
                     async for frame in ws:
                         self.on_api_frame(frame, time.time_ns())
             except (OSError, websockets.WebSocketException, TimeoutError, ConnectionError) as exc:
@@ -406,7 +406,7 @@ class FeedActor(Actor):
                     self.unsent.append(frame)
                     continue
                 try:
-                    await ws.send(frame)
+                    await ws.send(frame, text=True)
                     self.orders_sent += 1
                 except websockets.WebSocketException:
                     self.unsent.append(frame)

@@ -119,13 +119,15 @@ class PolicyHost(Actor):
         assert policy is not None and self.md is not None and self.er is not None
         work = 0
         er_raw = self._er_raw
+        order_words = self._order_words
+        # Orders a report or the timer causes are not tick-to-order: no market stamp.
+        order_words[_ORDER_W_TS_RECV] = 0
         while self.er.try_read(er_raw):
             if er_raw[0] == _EXEC:
                 policy.deliver_execution(self._er[0])
             work += 1
         md_raw = self._md_raw
         words = self._md_words
-        order_words = self._order_words
         md = self.md
         for _ in range(64):
             if not md.try_read(md_raw):
@@ -152,6 +154,7 @@ class PolicyHost(Actor):
             now = time.time_ns()
             if now >= self._next_timer:
                 self._next_timer = now + self.timer_ns
+                order_words[_ORDER_W_TS_RECV] = 0
                 policy.deliver_timer(now)
                 work += 1
         return work

@@ -14,7 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from wiresens.records import MARKET_SLOT, ORDER_SLOT, SCHEMA_VERSION, TOP_OF_BOOK, RecordKind
+from wiresens.records import (
+    MARKET_SLOT,
+    ORDER_SLOT,
+    POLICY_STATUS,
+    SCHEMA_VERSION,
+    TOP_OF_BOOK,
+    RecordKind,
+)
 from wiresens.shm import Ring, SeqlockSlots
 
 __all__ = ["Topology"]
@@ -49,8 +56,13 @@ class Topology:
     def tob(self) -> str:
         return f"{self.prefix}.tob"
 
+    @property
+    def pstatus(self) -> str:
+        """Seqlock slots of POLICY_STATUS, one per (policy, symbol): slot p * symbols + s - 1."""
+        return f"{self.prefix}.pstatus"
+
     def names(self) -> list[str]:
-        out = [self.orders, self.reports, self.tob]
+        out = [self.orders, self.reports, self.tob, self.pstatus]
         for p in range(self.policies):
             out += [self.md(p), self.oq(p), self.er(p)]
         return out
@@ -71,6 +83,15 @@ class Topology:
                 max(1, self.symbols),
                 record_kind=int(RecordKind.TOP_OF_BOOK),
                 schema_version=SCHEMA_VERSION[RecordKind.TOP_OF_BOOK],
+            )
+        )
+        made.append(
+            SeqlockSlots.create(
+                self.pstatus,
+                POLICY_STATUS,
+                max(1, self.symbols * self.policies),
+                record_kind=int(RecordKind.POLICY_STATUS),
+                schema_version=SCHEMA_VERSION[RecordKind.POLICY_STATUS],
             )
         )
         names = []

@@ -1,0 +1,5 @@
+"""``python -m wiresens``: the ``wiresens`` command."""
+
+from wiresens.cli import main
+
+main()

@@ -1,0 +1,543 @@
+"""A worker node: the config turned into a venue, rings and supervised actors.
+
+``wiresens node up`` builds a :class:`Node` from ``node.toml`` and runs it:
+
+1. refuses to start over a live node of the same run directory; reclaims the
+   shared memory of a killed one (its creator is dead);
+2. with ``venue = "local"`` starts the built-in Binance-compatible venue as a
+   child process on 127.0.0.1, with a fresh Ed25519 key for the node's account
+   (so no credentials are needed); else uses Binance or its testnet with the
+   account's key file;
+3. reads ``exchangeInfo`` for the configured symbols (the instrument table);
+4. creates the rings of :class:`~wiresens.actors.topology.Topology`, then the
+   StrategyMaster spawns feed, execution and one host per ``[[policy]]``;
+5. supervises until SIGINT/SIGTERM (or ``wiresens node down``), then stops in
+   order (policies, execution - which cancels the node's open orders -, feed),
+   stops the venue and removes every segment.
+
+The run directory holds ``node.pid`` and ``node.json`` (the manifest that
+``wiresens node status`` reads with the shared memory), the local venue's
+accounts and logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from wiresens.actors.actor import ActorSpec
+from wiresens.actors.lifecycle import ActorState
+from wiresens.actors.master import StrategyMaster
+from wiresens.actors.status import StatusBoard
+from wiresens.actors.topology import Topology
+from wiresens.config import NodeConfig, load_credentials
+from wiresens.errors import ConfigError, ServiceUnavailableError, WiresensError
+from wiresens.fixedpoint import from_fixed
+from wiresens.instruments import InstrumentTable
+from wiresens.records import POLICY_STATUS, TOP_OF_BOOK
+from wiresens.shm import Ring, SeqlockSlots, process_alive
+
+__all__ = ["Node", "NodeNotRunning", "read_status", "render_status", "stop_node"]
+
+ENDPOINTS = {
+    "binance": {
+        "rest": "https://api.binance.com",
+        "ws": "wss://stream.binance.com:9443",
+        "ws_api": "wss://ws-api.binance.com:443",
+    },
+    "binance-testnet": {
+        "rest": "https://testnet.binance.vision",
+        "ws": "wss://stream.testnet.binance.vision",
+        "ws_api": "wss://ws-api.testnet.binance.vision",
+    },
+}
+
+
+class NodeNotRunning(WiresensError):
+    """No live node owns this run directory."""
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _get(url: str, timeout: float = 5.0) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        body: bytes = resp.read()
+        return body
+
+
+def _node_pid(run_dir: Path) -> int:
+    try:
+        pid, start = (int(x) for x in (run_dir / "node.pid").read_text().split())
+    except (OSError, ValueError):
+        return 0
+    return pid if process_alive(pid, start) else 0
+
+
+class Node:
+    """One node's life: :meth:`start`, :meth:`poll` in a loop, :meth:`stop`."""
+
+    def __init__(self, cfg: NodeConfig) -> None:
+        self.cfg = cfg
+        self.run_dir = cfg.run_dir
+        self.prefix = f"{cfg.node.shm_prefix}.{cfg.node.name}"
+        self.venue: subprocess.Popen[bytes] | None = None
+        self.master: StrategyMaster | None = None
+        self.endpoints: dict[str, str] = {}
+        self.manifest: dict[str, Any] = {}
+
+    # -- venue ---------------------------------------------------------------------------
+    def _local_account(self) -> tuple[str, bytes]:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        key = Ed25519PrivateKey.generate()
+        private_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        public_pem = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        api_key = os.urandom(32).hex()
+        assets = {"USDT": "10000000"}
+        for sym in self.cfg.feed.symbols:
+            base = sym[:-4] if sym.endswith("USDT") else sym[:3]
+            assets.setdefault(base, "1000")
+        balances = ", ".join(f'{a} = "{v}"' for a, v in assets.items())
+        text = (
+            "# Written by `wiresens node up` for the local venue: a fresh key per run.\n"
+            '[[accounts]]\nname = "node"\nmaker_commission_bps = 10\ntaker_commission_bps = 10\n'
+            f"balances = {{ {balances} }}\n\n[[accounts.keys]]\n"
+            f'api_key = "{api_key}"\ntype = "ED25519"\npublic_key = """\n{public_pem.decode()}"""\n'
+        )
+        path = self.run_dir / "venue-accounts.toml"
+        path.write_text(text)
+        path.chmod(0o600)
+        return api_key, private_pem
+
+    def _start_local_venue(self) -> dict[str, Any]:
+        local = self.cfg.feed.local
+        host = local.host
+        port = local.port or _free_port(host)
+        api_key, private_pem = self._local_account()
+        log = open(self.run_dir / "venue.log", "ab")  # noqa: SIM115 - the child keeps it
+        cmd = [
+            sys.executable,
+            "-m",
+            "wiresens",
+            "venue",
+            "serve",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--symbols",
+            ",".join(self.cfg.feed.symbols),
+            "--market",
+            local.market,
+            "--accounts",
+            str(self.run_dir / "venue-accounts.toml"),
+        ]
+        self.venue = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        base = f"http://{host}:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            if self.venue.poll() is not None:
+                raise ServiceUnavailableError(
+                    f"the local venue exited with {self.venue.returncode} at start; "
+                    f"see {self.run_dir / 'venue.log'}"
+                )
+            with contextlib.suppress(OSError):
+                _get(f"{base}/api/v3/ping", 1.0)
+                break
+            if time.monotonic() > deadline:
+                raise ServiceUnavailableError(
+                    f"the local venue did not answer on {base} in 30 s; see {self.run_dir / 'venue.log'}"
+                )
+            time.sleep(0.1)
+        self.endpoints = {
+            "rest": base,
+            "ws": f"ws://{host}:{port}",
+            "ws_api": f"ws://{host}:{port}",
+        }
+        return {"api_key": api_key, "private_key_pem": private_pem}
+
+    def _credentials(self) -> dict[str, Any]:
+        accounts = self.cfg.feed.accounts
+        if not accounts:
+            raise ConfigError(
+                f"feed.venue = {self.cfg.feed.venue!r} needs a [[feed.accounts]] table with a "
+                'key_file (or use venue = "local")'
+            )
+        creds = load_credentials(accounts[0], self.cfg.base_dir or ".")
+        out: dict[str, Any] = {"api_key": creds.api_key}
+        if creds.private_key:
+            out["private_key_pem"] = Path(creds.private_key).read_bytes()
+        else:
+            out["secret"] = creds.secret or ""
+        self.endpoints = dict(ENDPOINTS[self.cfg.feed.venue])
+        return out
+
+    # -- start -----------------------------------------------------------------------------
+    def start(self) -> None:
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        pid = _node_pid(self.run_dir)
+        if pid:
+            raise ConfigError(
+                f"a node (pid {pid}) already runs in {self.run_dir}; stop it with "
+                "`wiresens node down` or use another run_dir"
+            )
+        (self.run_dir / "node.pid").write_text(f"{os.getpid()} {_start_ticks()}\n")
+        creds = self._start_local_venue() if cfg.feed.venue == "local" else self._credentials()
+        try:
+            body = _get(f"{self.endpoints['rest']}/api/v3/exchangeInfo", 10)
+        except OSError as exc:
+            raise ServiceUnavailableError(
+                f"exchangeInfo from {self.endpoints['rest']} failed: {exc}"
+            ) from None
+        table = InstrumentTable.from_exchange_info(body, cfg.feed.symbols)
+        instruments = list(table)
+        n_sym = len(instruments)
+        topo = Topology(self.prefix, len(cfg.policy), n_sym)
+        idle = cfg.node.idle.strategy
+        log = {
+            "node": cfg.node.name,
+            "target": cfg.node.log_target,
+            "run_dir": str(self.run_dir),
+            "level": cfg.node.log_level,
+        }
+        common = {
+            "prefix": self.prefix,
+            "policies": len(cfg.policy),
+            "symbol_count": n_sym,
+            "instruments": instruments,
+        }
+        policy_symbols = [[table.index(s) for s in cfg.policy_symbols(p)] for p in cfg.policy]
+        specs = [
+            ActorSpec(
+                name="feed",
+                group="feed",
+                factory="wiresens.actors.feed:FeedActor",
+                cpu=cfg.feed.cpu if cfg.feed.cpu is not None else -1,
+                idle=(cfg.feed.idle.strategy if cfg.feed.idle else idle),
+                log={**log, "actor": "feed"},
+                kwargs={
+                    **common,
+                    "policy_symbols": policy_symbols,
+                    "endpoints": self.endpoints,
+                    "streams": list(cfg.feed.streams),
+                    **creds,
+                },
+            ),
+            ActorSpec(
+                name="execution",
+                group="execution",
+                factory="wiresens.actors.execution:Execution",
+                cpu=cfg.execution.cpu if cfg.execution.cpu is not None else -1,
+                idle=(cfg.execution.idle.strategy if cfg.execution.idle else idle),
+                log={**log, "actor": "execution"},
+                kwargs=dict(common),
+            ),
+        ]
+        for i, p in enumerate(cfg.policy):
+            specs.append(
+                ActorSpec(
+                    name=f"policy:{p.name}",
+                    group="policy",
+                    factory="wiresens.actors.policy_host:PolicyHost",
+                    cpu=p.cpu if p.cpu is not None else -1,
+                    idle=idle,
+                    log={**log, "actor": "policy", "policy": p.name},
+                    kwargs={
+                        "prefix": self.prefix,
+                        "policies": len(cfg.policy),
+                        "symbol_count": n_sym,
+                        "instruments": instruments,
+                        "policy_index": i,
+                        "policy_name": p.name,
+                        "policy_class": p.cls,
+                        "params": dict(p.params),
+                        "symbols": policy_symbols[i],
+                        "account": cfg.account_index(p.account),
+                        "timer_interval_ms": p.timer_interval_ms,
+                        "base_dir": cfg.base_dir or ".",
+                    },
+                )
+            )
+        self.master = StrategyMaster(self.prefix, specs)
+        stale = self.master.reclaim_stale()
+        names = topo.create()
+        self.master.owned_segments.extend(names)
+        self.master.start()
+        if stale:
+            self.master.events.append(f"reclaimed {len(stale)} stale segment(s) of a killed node")
+        self.manifest = {
+            "node": cfg.node.name,
+            "prefix": self.prefix,
+            "pid": os.getpid(),
+            "started_ns": time.time_ns(),
+            "venue": cfg.feed.venue,
+            "endpoints": self.endpoints,
+            "venue_pid": self.venue.pid if self.venue else None,
+            "symbols": table.symbols(),
+            "policies": [
+                {"name": p.name, "index": i, "symbols": policy_symbols[i]}
+                for i, p in enumerate(cfg.policy)
+            ],
+            "actors": [s["name"] for s in specs],
+            "segments": names,
+        }
+        (self.run_dir / "node.json").write_text(json.dumps(self.manifest, indent=1))
+
+    def poll(self) -> None:
+        assert self.master is not None
+        self.master.poll()
+        if self.venue is not None and self.venue.poll() is not None:
+            raise ServiceUnavailableError(
+                f"the local venue exited with {self.venue.returncode}; see {self.run_dir / 'venue.log'}"
+            )
+
+    def stop(self) -> None:
+        if self.master is not None:
+            self.master.stop()
+            self.master.close()
+        if self.venue is not None and self.venue.poll() is None:
+            self.venue.terminate()
+            try:
+                self.venue.wait(10)
+            except subprocess.TimeoutExpired:
+                self.venue.kill()
+                self.venue.wait(5)
+        for name in ("node.pid", "node.json"):
+            with contextlib.suppress(OSError):
+                (self.run_dir / name).unlink()
+
+    def run(self, show: bool = True, stop_after: float | None = None) -> None:
+        """Start, supervise until a signal (or ``stop_after`` seconds), stop."""
+        stopping = [False]
+
+        def _stop(signum: int, frame: object) -> None:
+            stopping[0] = True
+
+        old = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self.start()
+            t0 = time.monotonic()
+            last_show = 0.0
+            tty = sys.stdout.isatty()
+            while not stopping[0]:
+                self.poll()
+                now = time.monotonic()
+                if show and now - last_show >= (1.0 if tty else 5.0):
+                    last_show = now
+                    text = render_status(read_status(self.run_dir))
+                    if tty:
+                        sys.stdout.write("\x1b[H\x1b[2J" + text + "\n(Ctrl-C stops the node)\n")
+                    else:
+                        sys.stdout.write(text + "\n")
+                    sys.stdout.flush()
+                if stop_after is not None and now - t0 >= stop_after:
+                    break
+                time.sleep(0.05)
+        finally:
+            if show:
+                print(
+                    "stopping: policies, then execution (cancels open orders), then feed ...",
+                    flush=True,
+                )
+            self.stop()
+            for s, h in old.items():
+                signal.signal(s, h)
+            if show:
+                print("node stopped; shared memory removed", flush=True)
+
+
+def _start_ticks() -> int:
+    from wiresens.shm import self_id
+
+    return self_id()[1]
+
+
+def stop_node(run_dir: Path, timeout: float = 60.0) -> int:
+    """Send SIGTERM to the node of ``run_dir`` and wait for it to exit; returns its pid."""
+    pid = _node_pid(run_dir)
+    if not pid:
+        raise NodeNotRunning(f"no running node in {run_dir} (no live node.pid)")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _node_pid(run_dir):
+            return pid
+        time.sleep(0.1)
+    raise ServiceUnavailableError(f"node pid {pid} did not stop in {timeout:.0f} s")
+
+
+# -- status ------------------------------------------------------------------------------
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    """Everything ``node status`` shows, read from the manifest and shared memory only."""
+    try:
+        manifest = json.loads((run_dir / "node.json").read_text())
+    except (OSError, ValueError):
+        raise NodeNotRunning(f"no running node in {run_dir} (no node.json)") from None
+    prefix = manifest["prefix"]
+    now = time.time_ns()
+    out: dict[str, Any] = {
+        "node": manifest["node"],
+        "pid": manifest["pid"],
+        "venue": manifest["venue"],
+        "uptime_s": round((now - manifest["started_ns"]) / 1e9, 1),
+    }
+    board = StatusBoard.attach(prefix)
+    actors = []
+    for i, rec in enumerate(board.read_all()):
+        if rec is None:
+            continue
+        actors.append(
+            {
+                "name": rec["name"].decode() or manifest["actors"][i],
+                "pid": int(rec["pid"]),
+                "cpu": int(rec["cpu"]),
+                "state": ActorState(int(rec["state"])).name,
+                "restarts": int(rec["restarts"]),
+                "heartbeat_age_ms": round((now - int(rec["ts_pub"])) / 1e6, 1),
+                "work": int(rec["work"]),
+            }
+        )
+    board.close()
+    out["actors"] = actors
+    rings = []
+    for name in manifest["segments"]:
+        if name.endswith((".tob", ".pstatus")):
+            continue
+        with contextlib.suppress(WiresensError):
+            r = Ring.attach(name, None)
+            s = r.stats()
+            rings.append(
+                {
+                    "name": name[len(prefix) + 1 :],
+                    "capacity": s.capacity,
+                    "fill": s.fill,
+                    "written": s.written,
+                    "read": s.read,
+                    "full": s.full,
+                }
+            )
+            r.close()
+    out["rings"] = rings
+    tob = SeqlockSlots.attach(f"{prefix}.tob", TOP_OF_BOOK)
+    buf = memoryview(bytearray(TOP_OF_BOOK.itemsize))
+    import numpy as np
+
+    books = []
+    for i, sym in enumerate(manifest["symbols"]):
+        seq = tob.read(i, buf)
+        if seq > 0:
+            t = np.frombuffer(buf, TOP_OF_BOOK)[0]
+            books.append(
+                {
+                    "symbol": sym,
+                    "bid": from_fixed(int(t["bid_px"])),
+                    "bid_qty": from_fixed(int(t["bid_qty"])),
+                    "ask": from_fixed(int(t["ask_px"])),
+                    "ask_qty": from_fixed(int(t["ask_qty"])),
+                    "age_ms": round((now - int(t["ts_pub"])) / 1e6, 1),
+                }
+            )
+        else:
+            books.append({"symbol": sym, "bid": None, "ask": None})
+    tob.close()
+    out["books"] = books
+    ps = SeqlockSlots.attach(f"{prefix}.pstatus", POLICY_STATUS)
+    pbuf = memoryview(bytearray(POLICY_STATUS.itemsize))
+    pols = []
+    nsym = len(manifest["symbols"])
+    for p in manifest["policies"]:
+        for s in p["symbols"]:
+            if ps.read(p["index"] * nsym + s - 1, pbuf) <= 0:
+                continue
+            r = np.frombuffer(pbuf, POLICY_STATUS)[0]
+            pols.append(
+                {
+                    "policy": p["name"],
+                    "symbol": manifest["symbols"][s - 1],
+                    "open_orders": int(r["open_orders"]),
+                    "orders": int(r["orders"]),
+                    "fills": int(r["fills"]),
+                    "rejects": int(r["rejects"]),
+                    "position": from_fixed(int(r["position"])),
+                    "realized_pnl": from_fixed(int(r["realized_pnl"])),
+                    "unrealized_pnl": from_fixed(int(r["unrealized_pnl"])),
+                    "tick_to_route_p50_us": round(int(r["lat_p50_ns"]) / 1e3, 1),
+                    "tick_to_route_p99_us": round(int(r["lat_p99_ns"]) / 1e3, 1),
+                }
+            )
+    ps.close()
+    out["policies"] = pols
+    return out
+
+
+def render_status(st: dict[str, Any]) -> str:
+    """The status as plain text tables."""
+    lines = [
+        f"node {st['node']} (pid {st['pid']}, venue {st['venue']}, up {st['uptime_s']:.0f} s)",
+        "",
+    ]
+    lines.append(
+        f"{'ACTOR':<20} {'STATE':<10} {'PID':>7} {'CPU':>4} {'RESTARTS':>8} {'HEARTBEAT':>10} {'WORK':>10}"
+    )
+    for a in st["actors"]:
+        cpu = "-" if a["cpu"] < 0 else str(a["cpu"])
+        lines.append(
+            f"{a['name']:<20} {a['state']:<10} {a['pid']:>7} {cpu:>4} {a['restarts']:>8} "
+            f"{a['heartbeat_age_ms']:>8.0f}ms {a['work']:>10}"
+        )
+    lines += ["", f"{'BOOK':<10} {'BID':>14} {'QTY':>12} {'ASK':>14} {'QTY':>12}"]
+    for b in st["books"]:
+        if b["bid"] is None:
+            lines.append(f"{b['symbol']:<10} {'(not synced)':>14}")
+        else:
+            lines.append(
+                f"{b['symbol']:<10} {b['bid']:>14} {b['bid_qty']:>12} {b['ask']:>14} {b['ask_qty']:>12}"
+            )
+    lines += [
+        "",
+        f"{'POLICY':<10} {'SYMBOL':<9} {'OPEN':>5} {'ORDERS':>7} {'FILLS':>6} {'REJ':>4} "
+        f"{'POSITION':>12} {'REALIZED':>12} {'UNREALIZED':>12} {'p50us':>7} {'p99us':>7}",
+    ]
+    for p in st["policies"]:
+        lines.append(
+            f"{p['policy']:<10} {p['symbol']:<9} {p['open_orders']:>5} {p['orders']:>7} {p['fills']:>6} "
+            f"{p['rejects']:>4} {p['position']:>12} {p['realized_pnl']:>12} {p['unrealized_pnl']:>12} "
+            f"{p['tick_to_route_p50_us']:>7} {p['tick_to_route_p99_us']:>7}"
+        )
+    lines += ["", f"{'RING':<12} {'FILL':>6} {'CAP':>6} {'WRITTEN':>10} {'READ':>10} {'FULL':>6}"]
+    for r in st["rings"]:
+        lines.append(
+            f"{r['name']:<12} {r['fill']:>6} {r['capacity']:>6} {r['written']:>10} {r['read']:>10} {r['full']:>6}"
+        )
+    return "\n".join(lines)
+
+
+def config_json(cfg: NodeConfig) -> str:
+    return msgspec.json.encode(cfg).decode()
