@@ -48,3 +48,18 @@ def ring(
         runs=runs,
         realtime=realtime,
     )
+
+
+@app.command("decode")
+def decode(
+    json_out: str = typer.Option(
+        None, "--json", help="Also write the figures as JSON to this file ('-' for stdout)."
+    ),
+    records: int = typer.Option(None, help="Diff messages per market (default: all recorded)."),
+    runs: int = typer.Option(1, help="Repeat the whole benchmark and report medians."),
+    synthetic: bool = typer.Option(
+        False, help="Use the seeded synthetic stream even when recordings are present."
+    ),
+) -> None:
+    """Binance diff depth: decode + order-book apply vs json.loads on the same bytes."""
+    _run("decode", json_out=json_out, records=records, runs=runs, synthetic_data=synthetic)
