@@ -129,6 +129,17 @@ class RingMachine(RuleBasedStateMachine):
         assert self.producer.free() == self._free()
 
     @rule()
+    def abandon_claim(self) -> None:
+        """A producer that dies between claim and commit publishes nothing."""
+        idx = self.producer.claim()
+        if idx >= 0:
+            self.producer.slots[idx] = self._make(1)[0]
+        else:
+            self.full += 1
+        self.producer.close()
+        self.producer = self.ring.producer()
+
+    @rule()
     def restart_producer(self) -> None:
         self.producer.close()
         self.producer = self.ring.producer()
