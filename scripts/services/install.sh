@@ -93,7 +93,45 @@ install_kafka_jars() {
     flock -u "$jar_fd"
 }
 
+# A formatted, never-started KRaft log dir (meta.properties, bootstrap.checkpoint). It
+# holds no port and no path, so each run copies it instead of paying a JVM start for
+# `kafka-storage format`; every run then shares one cluster id, which is harmless.
+make_kafka_template() {
+    local dest tmp
+    dest="$(kafka_jars_dir)"
+    [[ -f "$dest/formatted/meta.properties" ]] && return 0
+    exec {tpl_fd}>"$(cache_root)/kafka.lock"
+    flock "$tpl_fd"
+    if [[ ! -f "$dest/formatted/meta.properties" ]]; then
+        tmp="$(mktemp -d "$dest/formatted.tmp.XXXXXX")"
+        cat >"$tmp/server.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:9
+listeners=PLAINTEXT://127.0.0.1:8,CONTROLLER://127.0.0.1:9
+controller.listener.names=CONTROLLER
+log.dirs=$tmp/data
+EOF
+        # A random KRaft cluster id: 16 bytes, URL-safe base64 without padding.
+        if ! java -Xmx256m -XX:TieredStopAtLevel=1 \
+            -Dlog4j.configuration="file:$SERVICES_DIR_SCRIPTS/kafka/tools-log4j.properties" \
+            -cp "$dest/*" kafka.tools.StorageTool format \
+            -t "$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')" \
+            -c "$tmp/server.properties" >"$tmp/format.log" 2>&1; then
+            cat "$tmp/format.log" >&2
+            die "kafka-storage format failed (log above, also in $tmp/format.log)"
+        fi
+        rm -rf "$dest/formatted"
+        mv "$tmp/data" "$dest/formatted"
+        rm -rf "$tmp"
+    fi
+    flock -u "$tpl_fd"
+}
+
 for svc in "${services[@]}"; do
-    [[ "$svc" == kafka ]] && install_kafka_jars
+    if [[ "$svc" == kafka ]]; then
+        install_kafka_jars
+        make_kafka_template
+    fi
 done
 exit 0

@@ -3,8 +3,9 @@
 # the current run ($WIRESENS_SERVICES_DIR), run from the Maven Central jars that
 # install.sh caches in ~/.cache/wiresens/kafka-<version>/.
 # Usage: kafka.sh start|stop|status|env|classpath|tool
-#   start      first start picks the PLAINTEXT and CONTROLLER ports and formats the
-#              log dir; a later start (after stop) reuses both, so topics survive
+#   start      first start picks the PLAINTEXT and CONTROLLER ports and copies in the
+#              formatted log dir install.sh keeps in the cache; a later start (after
+#              stop) reuses both, so topics survive
 #   stop       SIGTERM (controlled shutdown), SIGKILL after 30 s
 #   env        print WIRESENS_KAFKA_BOOTSTRAP=host:port
 #   classpath  print the class path of the cached jars (broker and kafka-tools)
@@ -44,7 +45,7 @@ bootstrap() { printf '127.0.0.1:%s' "$(cat "$dir/broker_port")"; }
 running() { [[ -f "$pidfile" ]] && pid_owns "$(cat "$pidfile")" "$dir"; }
 
 configure() {
-    local broker controller cluster_id
+    local broker controller
     mkdir -p "$dir/data"
     broker="$(alloc_port)"
     controller="$(alloc_port)"
@@ -88,15 +89,9 @@ log4j.logger.kafka.request.logger=WARN
 log4j.logger.state.change.logger=WARN
 log4j.logger.org.apache.kafka.clients=WARN
 EOF
-    # A KRaft cluster id is 16 random bytes, URL-safe base64 without padding.
-    cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
-    if ! java -Xmx256m -XX:TieredStopAtLevel=1 -Dlog4j.configuration="file:$dir/log4j.properties" \
-        -cp "$classpath" kafka.tools.StorageTool format -t "$cluster_id" \
-        -c "$dir/server.properties" >"$dir/format.log" 2>&1; then
-        tail -n 20 "$dir/format.log" >&2
-        rm -f "$dir/broker_port"
-        die "kafka-storage format failed: read $dir/format.log"
-    fi
+    [[ -f "$jars/formatted/meta.properties" ]] ||
+        die "no formatted KRaft template in $jars/formatted: run scripts/services/install.sh kafka"
+    cp -R "$jars/formatted/." "$dir/data/"
 }
 
 started() {
