@@ -644,7 +644,7 @@ def _print_report(doc: dict[str, Any]) -> None:
     counts = cfg["counts"]
     print("Wiresens ring benchmark: SPSC ring vs multiprocessing.Pipe, 64-byte records")
     print(
-        f"  producer on CPU {cfg['producer_cpu']}, consumer on CPU {cfg['consumer_cpu']} "
+        f"  producer on CPU {cfg['producer_cpu']}, consumer on CPU {cfg['consumer_cpu']}"
         f"{', both SCHED_FIFO' if cfg['realtime'] else ''}"
         f" (allowed {doc['machine']['cpus_allowed']}, {doc['machine']['cpu_model'] or 'unknown CPU'})"
     )
