@@ -243,7 +243,9 @@ def test_with_market_liquidity_balances_stay_consistent(
             is_bid, p, q, trade = market[t]
             price, qty = p * SCALE // 100, q * SCALE // 1000
             book = e.books[SYM]
-            opp_best = book.asks.best() if is_bid else book.bids.best()
+            # The market itself is never crossed; it may cross resting user orders.
+            opp_market = (book.asks if is_bid else book.bids).market
+            opp_best = (min if is_bid else max)(opp_market, default=0)
             if trade and qty:
                 e.market_trade(SYM, price, qty, is_bid, t)
             elif not opp_best or (price < opp_best if is_bid else price > opp_best):
@@ -260,3 +262,15 @@ def test_with_market_liquidity_balances_stay_consistent(
                 t,
             )
         _check_invariants(e, accs)
+
+
+def test_old_finished_orders_are_forgotten_open_ones_kept() -> None:
+    e, accs = _setup(1)
+    e.keep_orders = 8
+    a = accs.accounts[0]
+    resting = _ok(e.place(a, _limit("BUY", "0.1", "90"), 0))
+    for t in range(1, 30):
+        _ok(e.place(a, _limit("BUY", "0.1", "100", "IOC"), t))  # expires at once
+    assert len(e.orders) <= 8
+    assert e.orders[resting.order_id] is resting
+    assert e.find(a, resting.order_id, "") is resting

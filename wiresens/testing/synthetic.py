@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from wiresens.fixedpoint import SCALE, from_fixed, to_fixed
+from wiresens.fixedpoint import from_fixed, to_fixed
 
 __all__ = ["SyntheticEvent", "SyntheticMarket"]
 
@@ -186,6 +186,3 @@ class SyntheticMarket:
     def mid_of(bids: dict[int, int], asks: dict[int, int]) -> int:
         """Mid price of a book, fixed point."""
         return (max(bids) + min(asks)) // 2 if bids and asks else 0
-
-
-assert SCALE == 10**8  # the quantities above are 8-decimal fixed point

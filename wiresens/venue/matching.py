@@ -281,7 +281,12 @@ class Engine:
         Self-trade prevention mode of orders that name none.
     """
 
-    def __init__(self, symbols: dict[str, Instrument], default_stp: str = "EXPIRE_MAKER") -> None:
+    def __init__(
+        self,
+        symbols: dict[str, Instrument],
+        default_stp: str = "EXPIRE_MAKER",
+        keep_orders: int = 200_000,
+    ) -> None:
         self.books = {s: Book(r) for s, r in symbols.items()}
         self.default_stp = default_stp
         self.events: list[Event] = []
@@ -289,6 +294,7 @@ class Engine:
         self.by_client: dict[tuple[int, str], Order] = {}
         self.trades: dict[int, list[tuple[Order, Fill]]] = {}
         self.fees: dict[str, int] = {}
+        self.keep_orders = keep_orders
         self._next_order_id = 1
         self._next_trade_id = 1
         self._touched: dict[int, tuple[Account, set[str]]] = {}
@@ -367,6 +373,8 @@ class Engine:
         if is_market and not req.quantity:
             order.orig_qty = _BIG  # sized by quote: the quote budget stops it, see _after_take
         self._next_order_id += 1
+        if len(self.orders) >= self.keep_orders:
+            self._forget_old()
         self.orders[order.order_id] = order
         self.by_client[(account.id, cid)] = order
         bal.free -= lock
@@ -412,7 +420,7 @@ class Engine:
         side.set_market(price, qty)
         book.touch(is_bid, price)
         if qty:
-            self._cross_market(book, not is_bid, now_ms)
+            self._cross_market(book, not is_bid, price, now_ms)
 
     def market_trade(
         self, symbol: str, price: int, qty: int, buyer_is_maker: bool, now_ms: int
@@ -424,8 +432,10 @@ class Engine:
             PublicTrade(symbol, self._trade_id(), price, qty, buyer_is_maker, now_ms)
         )
         side = book.bids if buyer_is_maker else book.asks
+        if not side.queues:
+            return
         left = qty
-        for p in side.ordered():
+        for p in sorted(side.queues, reverse=buyer_is_maker):
             if left <= 0 or (p <= price if buyer_is_maker else p >= price):
                 break
             q = side.queues.get(p)
@@ -434,34 +444,40 @@ class Engine:
                 n = min(left, maker.remaining)
                 left -= n
                 self._maker_fill_vs_market(book, side, maker, n, now_ms)
+                q = side.queues.get(p)
         self._flush_balances(now_ms)
 
     # -- internals --------------------------------------------------------------------------
-    def _cross_market(self, book: Book, user_is_bid: bool, now_ms: int) -> None:
-        """Fill resting user orders that a moved market level now crosses."""
+    def _cross_market(self, book: Book, user_is_bid: bool, price: int, now_ms: int) -> None:
+        """Fill resting user orders that the market level just set at ``price`` crosses.
+
+        Only market levels can sit across a user order (user orders would have
+        matched each other), so the opposite side is consumed from its best price.
+        """
         side = book.bids if user_is_bid else book.asks
-        opp = book.asks if user_is_bid else book.bids
         if not side.queues:
             return
-        for p in side.ordered():
+        user_prices = sorted(side.queues, reverse=user_is_bid)
+        if (user_prices[0] < price) if user_is_bid else (user_prices[0] > price):
+            return
+        opp = book.asks if user_is_bid else book.bids
+        for p in user_prices:
             q = side.queues.get(p)
-            if q is None:
-                continue
-            for mp in opp.ordered():
-                if (mp > p) if user_is_bid else (mp < p):
+            while q:
+                mp = opp.best()
+                if not mp or ((mp > p) if user_is_bid else (mp < p)):
                     break
                 mq = opp.market.get(mp, 0)
-                while mq > 0 and q:
-                    maker = q[0]
-                    n = min(mq, maker.remaining)
-                    mq -= n
-                    opp.set_market(mp, mq)
-                    book.touch(not user_is_bid, mp)
-                    self._maker_fill_vs_market(book, side, maker, n, now_ms)
-                if not q:
-                    break
+                if mq <= 0:
+                    break  # a user level across a user order cannot happen; stop rather than loop
+                maker = q[0]
+                n = min(mq, maker.remaining)
+                opp.set_market(mp, mq - n)
+                book.touch(not user_is_bid, mp)
+                self._maker_fill_vs_market(book, side, maker, n, now_ms)
+                q = side.queues.get(p)
             if side.queues.get(p):
-                break  # that level is not crossed any more; worse ones cannot be
+                break  # this level is no longer crossed; worse ones cannot be
         self._flush_balances(now_ms)
 
     def _maker_fill_vs_market(
@@ -621,6 +637,21 @@ class Engine:
             self._touch_asset(o.account, o.lock_asset)
         if exec_type is not None:
             self._exec(o, exec_type, None, now_ms)
+
+    def _forget_old(self) -> None:
+        """Drop the oldest finished orders and fills so a long-running venue stays bounded."""
+        target = self.keep_orders * 3 // 4
+        for oid in list(self.orders):
+            if len(self.orders) <= target:
+                break
+            o = self.orders[oid]
+            if o.status in FINAL:
+                del self.orders[oid]
+                if self.by_client.get((o.account.id, o.client_order_id)) is o:
+                    del self.by_client[(o.account.id, o.client_order_id)]
+        for acc_id, rows in self.trades.items():
+            if len(rows) > target:
+                self.trades[acc_id] = rows[-target:]
 
     def _after_take(self, book: Book, order: Order, opp: _Side, now_ms: int) -> None:
         """Rest, expire or complete a taker once it stopped matching."""

@@ -268,7 +268,9 @@ class RunningVenue:
 def start_venue(config: VenueConfig, accounts: VenueAccounts) -> RunningVenue:
     """Start a venue on a free port of 127.0.0.1 in a background thread; wait until it serves."""
     venue = Venue(config, accounts)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only when the
+    # listening socket says TCP; without it each HTTP response waits ~40 ms (Nagle).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
