@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import struct
 import subprocess
@@ -118,6 +119,35 @@ def test_policy_logger_and_cli_filters(tmp_path: Path) -> None:
     assert res.exit_code == 1
 
 
+def _read_line(proc: subprocess.Popen[str], timeout: float = 30.0) -> str:
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert ready, "wiresens logs --follow printed nothing"
+    return proc.stdout.readline()
+
+
+def test_follow_prints_new_events(tmp_path: Path) -> None:
+    log = configure_logging("n1", "execution", target="file", run_dir=tmp_path)
+    log.info("before")
+    cmd = [sys.executable, "-c", "from wiresens.cli import main; main()", "logs"]
+    proc = subprocess.Popen(
+        [*cmd, "--run-dir", str(tmp_path), "--follow", "--json", "--actor", "execution"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert json.loads(_read_line(proc))["event"] == "before"
+        configure_logging("n1", "feed", target="file", run_dir=tmp_path).info("other actor")
+        configure_logging("n1", "execution", target="file", run_dir=tmp_path).info("after", n=1)
+        event = json.loads(_read_line(proc))
+        assert (event["event"], event["n"]) == ("after", 1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
 def test_parse_since_and_format() -> None:
     now = datetime(2026, 1, 1, 12, tzinfo=UTC)
     assert parse_since("10m", now) == now - timedelta(minutes=10)
@@ -142,7 +172,7 @@ try:
     raise ValueError("bad fill")
 except ValueError:
     log.exception("report rejected")
-configure_logging("node-j", "policy", policy="mm", target="journald")
+configure_logging("node-j", "policy", policy="mm", target="auto")  # finds the socket
 import structlog
 structlog.get_logger().warning("big", blob="x" * 400_000)
 journal = sys.argv[1]

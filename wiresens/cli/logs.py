@@ -85,10 +85,27 @@ def read_files(
     since: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """Events of the file target, filtered and merged in timestamp order."""
+    return _read_upto(run_dir, _sizes(run_dir), node, actor, policy, since)
+
+
+def _sizes(run_dir: Path) -> dict[Path, int]:
+    return {p: p.stat().st_size for p in sorted((run_dir / "logs").glob("*.jsonl"))}
+
+
+def _read_upto(
+    run_dir: Path,
+    sizes: dict[Path, int],
+    node: str | None,
+    actor: str | None,
+    policy: str | None,
+    since: datetime | None,
+) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
-    for path in sorted((run_dir / "logs").glob("*.jsonl")):
-        with path.open(encoding="utf-8", errors="replace") as f:
-            events.extend(_parse_lines(f, node, actor, policy, since))
+    for path, size in sizes.items():
+        with path.open("rb") as f:
+            data = f.read(size)
+        text = data[: data.rfind(b"\n") + 1].decode("utf-8", "replace").splitlines()
+        events.extend(_parse_lines(text, node, actor, policy, since))
     events.sort(key=lambda e: str(e.get("timestamp", "")))
     return events
 
@@ -222,14 +239,16 @@ def _files(
     lines: int | None,
     as_json: bool,
 ) -> None:
-    events = read_files(run_dir, node=node, actor=actor, policy=policy, since=since)
+    # Sizes first: what is written after this snapshot is left to the follow loop.
+    offsets = _sizes(run_dir)
+    events = _read_upto(run_dir, offsets, node, actor, policy, since)
     if lines is not None:
         events = events[-lines:] if lines else []
     for event in events:
         _emit(event, as_json)
     if not follow:
         return
-    offsets = {p: p.stat().st_size for p in (run_dir / "logs").glob("*.jsonl")}
+    offsets = {p: size - _partial_tail(p, size) for p, size in offsets.items()}
     try:
         while True:
             for path in sorted((run_dir / "logs").glob("*.jsonl")):
@@ -251,6 +270,13 @@ def _files(
             time.sleep(0.2)
     except KeyboardInterrupt:
         return
+
+
+def _partial_tail(path: Path, size: int) -> int:
+    """Bytes after the last newline within ``size`` (a line still being written)."""
+    with path.open("rb") as f:
+        data = f.read(size)
+    return len(data) - (data.rfind(b"\n") + 1)
 
 
 def logs(
