@@ -165,6 +165,13 @@ def test_bad_input_is_refused_with_a_clear_message(text: str, message: str) -> N
     assert len(str(err.value)) < 200  # the offending text is quoted, shortened if huge
 
 
+def test_leading_zeros_and_signs() -> None:
+    assert to_fixed("0" * 5000 + "1.5") == 150_000_000
+    assert to_fixed("-0.0") == 0 and from_fixed(to_fixed("-0.0")) == "0.00000000"
+    assert to_fixed(" +1. ") == SCALE
+    assert to_fixed("-.5") == -SCALE // 2
+
+
 def test_bytes_input() -> None:
     assert to_fixed_bytes(b"65432.10") == 6543210000000
     assert to_fixed_bytes(memoryview(b'"p":"0.00100000"')[5:15]) == 100000

@@ -17,6 +17,13 @@ _INT64_MAX = (1 << 63) - 1
 _DIGITS = frozenset("0123456789")
 
 
+def _overflow(text: str) -> FixedPointError:
+    return FixedPointError(
+        f"{_show(text)} does not fit in int64 fixed point "
+        "(range -92233720368.54775808 .. 92233720368.54775807)"
+    )
+
+
 def _show(text: str) -> str:
     return repr(text) if len(text) <= 40 else repr(text[:37]) + "..."
 
@@ -47,17 +54,15 @@ def to_fixed(text: str) -> int:
                 "and will not round"
             )
         frac = frac[:DECIMALS]
-    whole = whole.lstrip("0")
     # int64 fixed point has at most 11 whole digits; checking first also keeps int() off
     # absurdly long strings (CPython refuses > 4300 digits with a ValueError of its own).
-    value = -1
-    if len(whole) <= 11:
-        value = int(whole or "0") * SCALE + (int(frac.ljust(DECIMALS, "0")) if frac else 0)
-    if value < 0 or value > (_INT64_MAX + 1 if neg else _INT64_MAX):
-        raise FixedPointError(
-            f"{_show(text)} does not fit in int64 fixed point "
-            "(range -92233720368.54775808 .. 92233720368.54775807)"
-        )
+    if len(whole) > 11:
+        whole = whole.lstrip("0")
+        if len(whole) > 11:
+            raise _overflow(text)
+    value: int = int(whole or "0") * SCALE + (int(frac.ljust(DECIMALS, "0")) if frac else 0)
+    if value > _INT64_MAX and (not neg or value > _INT64_MAX + 1):
+        raise _overflow(text)
     return -value if neg else value
 
 
