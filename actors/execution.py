@@ -24,14 +24,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import structlog
 
 from wiresens.instruments import InstrumentTable
 from wiresens.oms import OrderTable
 from wiresens.positions import PositionBook
 from wiresens.records import (
+    CONTROL_GATEWAY_CONNECTED,
     EXECUTION_REPORT,
     ORDER_REQUEST,
     POLICY_STATUS,
+    SCALE,
     SCHEMA_VERSION,
     TOP_OF_BOOK,
     ExecStatus,
@@ -50,6 +53,8 @@ _NEW = int(RecordKind.ORDER_NEW)
 _CANCEL = int(RecordKind.ORDER_CANCEL)
 _REPLACE = int(RecordKind.ORDER_REPLACE)
 _EXEC = int(RecordKind.EXECUTION_REPORT)
+_CONTROL = int(RecordKind.CONTROL)
+_QUERY = int(RecordKind.ORDER_QUERY)
 # int64 word indexes of ORDER_REQUEST fields (records.py).
 _W_SYMBOL = 0
 _W_CL_ORD_ID, _W_ORIG, _W_EXCH_ID, _W_PRICE, _W_QTY = 4, 5, 6, 7, 8
@@ -91,6 +96,8 @@ class Execution(Actor):
         self.orders: Producer | None = None
         self.reports: Consumer | None = None
         self.stopping = False
+        self.queries = 0
+        self._synthetic_trade_id = 0
         self.rejected = 0
         self.forwarded = 0
         self._req = np.zeros(1, ORDER_REQUEST)
@@ -270,9 +277,14 @@ class Execution(Actor):
             if not self.reports.try_read(raw):
                 break
             work += 1
+            if raw[0] == _CONTROL:
+                if int.from_bytes(raw[32:34], "little") == CONTROL_GATEWAY_CONNECTED:
+                    self.query_open_orders()
+                continue
             if raw[0] != _EXEC:
                 continue
             rep = self._rep[0]
+            self._fill_from_status(rep)
             self.oms.apply(rep)
             self.positions.apply_report(rep)
             p = int(rep["policy"])
@@ -305,6 +317,51 @@ class Execution(Actor):
                 sent += 1
         return sent
 
+    def query_open_orders(self) -> int:
+        """Ask the gateway for the exchange's status of every order still open here.
+
+        After a gateway reconnect (or an execution restart) an order's fate may be
+        unknown: its acknowledgement, fills or cancel may have been lost with the old
+        connection. It is queried, never assumed failed.
+        """
+        assert self.orders is not None
+        sent = 0
+        req = self._req[0]
+        for order in list(self.oms):
+            if not order.is_open:
+                continue
+            req["kind"] = _QUERY
+            req["version"] = SCHEMA_VERSION[RecordKind.ORDER_QUERY]
+            req["symbol"] = order.symbol
+            req["cl_ord_id"] = 0
+            req["orig_cl_ord_id"] = order.cl_ord_id
+            req["exch_order_id"] = order.exch_order_id
+            req["policy"] = order.policy
+            req["account"] = order.account
+            req["ts_recv"] = 0
+            req["ts_pub"] = time.time_ns()
+            if self.orders.try_write(self._req_raw):
+                sent += 1
+        self.queries += sent
+        return sent
+
+    def _fill_from_status(self, rep: Any) -> None:
+        """A status answer (no trade) that shows more filled than known: one synthetic fill
+        for the difference at its average price, so positions stay right."""
+        if int(rep["last_qty"]) or int(rep["trade_id"]) >= 0:
+            return
+        order = self.oms.get(int(rep["cl_ord_id"]) or int(rep["orig_cl_ord_id"]))
+        if order is None:
+            return
+        delta = int(rep["cum_qty"]) - order.cum_qty
+        if delta <= 0:
+            return
+        self._synthetic_trade_id -= 1
+        rep["trade_id"] = self._synthetic_trade_id
+        rep["last_qty"] = delta
+        rep["last_px"] = (int(rep["cum_quote"]) - order.cum_quote) * SCALE // delta
+        rep["exec_type"] = _TRADE_EXEC
+
     def open_orders(self) -> int:
         return sum(1 for o in self.oms if o.is_open)
 
@@ -312,8 +369,18 @@ class Execution(Actor):
         if self.gateway_stage is not None:
             self.gateway_stage.close()
         self.stopping = True
-        self.cancel_all()
+        sent = self.cancel_all()
         deadline = time.monotonic() + self.cancel_timeout
         while self.open_orders() and time.monotonic() < deadline:
             if not self.do_work():
                 time.sleep(0.0005)
+        self.publish_status()
+        left = self.open_orders()
+        log = structlog.get_logger("execution")
+        (log.info if not left else log.error)(
+            "execution stopped",
+            cancels_sent=sent,
+            open_orders_left=left,
+            forwarded=self.forwarded,
+            rejected=self.rejected,
+        )

@@ -47,7 +47,9 @@ from wiresens.binance.codec import (
     MarketDecoder,
     UserDecoder,
     encode_request,
+    order_result,
     parse_ws_response,
+    write_order_response,
     write_reject,
 )
 from wiresens.binance.fastdepth import DepthFeed
@@ -57,7 +59,14 @@ from wiresens.binance.sync import Action
 from wiresens.binance.wire import DECODERS, BookTicker, StreamEnvelope, Trade
 from wiresens.instruments import InstrumentTable
 from wiresens.policy import ClOrdIdGen
-from wiresens.records import EXECUTION_REPORT, SCHEMA_VERSION, TOP_OF_BOOK, RecordKind
+from wiresens.records import (
+    CONTROL_GATEWAY_CONNECTED,
+    EXECUTION_REPORT,
+    SCHEMA_VERSION,
+    TOP_OF_BOOK,
+    RecordKind,
+    new_record,
+)
 from wiresens.shm import Consumer, Producer, Ring, SeqlockSlots
 
 from .actor import Actor
@@ -71,6 +80,8 @@ _BOOK_TICKER = DECODERS[BookTicker]
 _TRADE = DECODERS[Trade]
 _TOB = int(RecordKind.TOP_OF_BOOK)
 _EXEC = int(RecordKind.EXECUTION_REPORT)
+_QUERY = int(RecordKind.ORDER_QUERY)
+_REASON_UNKNOWN_ORDER = 9  # wiresens.risk.RejectReason.UNKNOWN_ORDER
 _FIELDS: Any = EXECUTION_REPORT.fields
 _POLICY_BYTE: int = _FIELDS["policy"][1]
 STREAM_SUFFIX = {"depth": "depth@100ms", "bookTicker": "bookTicker", "trade": "trade"}
@@ -329,12 +340,27 @@ class FeedActor(Actor):
         if resp is None or not isinstance(resp.id, int):
             return
         rec = self.encoder.resolve(resp.id)
-        if rec is None or resp.status == 200:
+        if rec is None:
+            return
+        if resp.status == 200:
+            if rec[0] == _QUERY:
+                order = order_result(resp)
+                cl = int.from_bytes(rec[40:48], "little", signed=True)
+                if order is not None and write_order_response(
+                    order,
+                    self.table,
+                    self._rep_raw,
+                    ts_recv,
+                    account=self.account,
+                    policy=ClOrdIdGen.policy_of(cl) & 0xFF,
+                ):
+                    self._report(self._rep_raw)
             return
         code = resp.error.code if resp.error is not None else -1
         self.rejects += 1
         self.log.warning("order rejected", code=code, msg=resp.error.msg if resp.error else "")
-        if write_reject(rec, code, self._rep_raw, ts_recv, reason=11):
+        reason = _REASON_UNKNOWN_ORDER if rec[0] == _QUERY else 11
+        if write_reject(rec, code, self._rep_raw, ts_recv, reason=reason):
             self._report(self._rep_raw)
 
     async def _request(self, ws: Any, method: str, params: dict[str, object]) -> Any:
@@ -379,6 +405,11 @@ class FeedActor(Actor):
                     self.log.info("websocket api connected", logged_on=self.encoder.logged_on)
                     self.api_ws = ws
                     delay = 0.1
+                    # Execution answers with order.status queries for every open order.
+                    ctl = new_record(RecordKind.CONTROL)
+                    ctl["command"] = CONTROL_GATEWAY_CONNECTED
+                    ctl["ts_pub"] = time.time_ns()
+                    self._report(bytes(memoryview(ctl).cast("B")) + bytes(64))  # type: ignore[arg-type]
                     while self.unsent:
                         await ws.send(self.unsent.popleft(), text=True)
                     async for frame in ws:

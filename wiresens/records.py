@@ -71,6 +71,7 @@ class RecordKind(IntEnum):
     ORDER_NEW = 10
     ORDER_CANCEL = 11
     ORDER_REPLACE = 12
+    ORDER_QUERY = 13
     EXECUTION_REPORT = 20
     ACCOUNT_UPDATE = 30
     POSITION_UPDATE = 31
@@ -135,6 +136,9 @@ DEPTH_SNAPSHOT_FLAG = 0x2
 """Level from a snapshot; the first record of a snapshot also carries DEPTH_CLEAR_FLAG."""
 DEPTH_CLEAR_FLAG = 0x4
 """Clear the consumer's book before applying this record (resync)."""
+# CONTROL commands.
+CONTROL_GATEWAY_CONNECTED = 1
+"""Feed -> execution: the WebSocket API session is (re)established; reconcile open orders."""
 # Flags of TRADE.
 TRADE_BUYER_MAKER_FLAG = 0x1
 
@@ -189,7 +193,8 @@ ORDER_REQUEST = _record(
     ],
     128,
 )
-"""ORDER_NEW, ORDER_CANCEL and ORDER_REPLACE share this layout (``kind`` tells them apart)."""
+"""ORDER_NEW, ORDER_CANCEL, ORDER_REPLACE and ORDER_QUERY (execution asking the gateway for
+an order's status at the exchange) share this layout (``kind`` tells them apart)."""
 
 EXECUTION_REPORT = _record(
     [
@@ -313,6 +318,7 @@ DTYPES: dict[RecordKind, np.dtype[Any]] = {
     RecordKind.ORDER_NEW: ORDER_REQUEST,
     RecordKind.ORDER_CANCEL: ORDER_REQUEST,
     RecordKind.ORDER_REPLACE: ORDER_REQUEST,
+    RecordKind.ORDER_QUERY: ORDER_REQUEST,
     RecordKind.EXECUTION_REPORT: EXECUTION_REPORT,
     RecordKind.ACCOUNT_UPDATE: ACCOUNT_UPDATE,
     RecordKind.POSITION_UPDATE: POSITION_UPDATE,

@@ -24,7 +24,13 @@ __all__ = ["OrderEncoder"]
 _NEW = int(RecordKind.ORDER_NEW)
 _CANCEL = int(RecordKind.ORDER_CANCEL)
 _REPLACE = int(RecordKind.ORDER_REPLACE)
-_METHOD = {_NEW: "order.place", _CANCEL: "order.cancel", _REPLACE: "order.cancelReplace"}
+_QUERY = int(RecordKind.ORDER_QUERY)
+_METHOD = {
+    _NEW: "order.place",
+    _CANCEL: "order.cancel",
+    _REPLACE: "order.cancelReplace",
+    _QUERY: "order.status",
+}
 
 
 class OrderEncoder:
@@ -68,6 +74,9 @@ class OrderEncoder:
                 del params["newClientOrderId"]
         elif kind == _REPLACE:
             params = replace_params(raw, self.table)
+        elif kind == _QUERY:
+            params = cancel_params(raw, self.table)
+            params.pop("newClientOrderId", None)
         else:
             return None
         params["timestamp"] = self.clock_ms()
