@@ -76,19 +76,20 @@ class MarketMaker(PolicyObject):
     Params = MarketMakerParams
 
     def on_start(self) -> None:
-        p: MarketMakerParams = self.params
-        self.quotes: dict[int, _Quotes] = {}
-        for sym in self.symbols or range(len(self.instruments)):
-            tick = p.tick_size
-            if sym < len(self.instruments):
-                tick = int(getattr(self.instruments[sym], "tick_size", 0)) or tick
-            self.quotes[sym] = _Quotes(tick)
+        self.quotes: dict[int, _Quotes] = {sym: _Quotes(self._tick(sym)) for sym in self.symbols}
         self.requotes = 0
+
+    def _tick(self, symbol: int) -> int:
+        try:
+            inst = self.instruments[symbol]
+        except (KeyError, IndexError):
+            return int(self.params.tick_size)
+        return int(getattr(inst, "tick_size", 0)) or int(self.params.tick_size)
 
     def on_book(self, symbol: int, book: BookView) -> None:
         q = self.quotes.get(symbol)
         if q is None:
-            q = self.quotes[symbol] = _Quotes(self.params.tick_size)
+            q = self.quotes[symbol] = _Quotes(self._tick(symbol))
         q.best_bid = book.bid_px
         q.best_ask = book.ask_px
         self._quote(symbol, q)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from wiresens.config import load_policy_class
-from wiresens.instruments import Instrument
+from wiresens.instruments import Instrument, InstrumentTable
 from wiresens.policy import BufferSink, PolicyContext, PolicyObject, TopOfBook
 from wiresens.records import ExecStatus, ExecType, RecordKind, Side, new_record
 
@@ -22,6 +22,7 @@ Params = MarketMaker.Params
 TICK = 1_000_000  # 0.01
 QTY = 10_000_000  # 0.1
 MAX_POS = 30_000_000  # 0.3
+SYM = 1  # InstrumentTable indexes from 1
 BTC = Instrument(symbol="BTCUSDT", base="BTC", quote="USDT", status="TRADING", tick_size=TICK)
 
 
@@ -45,6 +46,7 @@ class MiniVenue:
         )
         side, price, qty, filled = self.resting.get(cid, [Side.BUY, 0, 0, 0])
         r["side"], r["price"], r["qty"], r["cum_qty"] = side, price, qty, filled
+        r["symbol"] = SYM
         for k, v in fields.items():
             r[k] = v
         self.policy.deliver_execution(r)
@@ -97,7 +99,8 @@ def setup(**params: Any) -> tuple[Any, BufferSink, MiniVenue, TopOfBook]:
     kw: dict[str, Any] = {"qty": QTY, "max_position": MAX_POS, "skew_bps": 0}
     kw.update(params)
     sink = BufferSink()
-    ctx = PolicyContext(policy_id=1, name="mm", sink=sink, instruments=[BTC], symbols=[0])
+    table = InstrumentTable([BTC])
+    ctx = PolicyContext(policy_id=1, name="mm", sink=sink, instruments=table, symbols=[SYM])
     mm = MarketMaker(Params(**kw), ctx)
     mm.start()
     return mm, sink, MiniVenue(mm, sink), TopOfBook()
@@ -107,7 +110,7 @@ def tick(mm: Any, venue: MiniVenue, book: TopOfBook, bid: int, ask: int) -> None
     venue.trade_through(bid, ask)
     venue.process()
     book.bid_px, book.ask_px, book.bid_qty, book.ask_qty = bid, ask, QTY, QTY
-    mm.deliver_book(0, book)
+    mm.deliver_book(SYM, book)
     venue.process()
 
 
@@ -162,10 +165,10 @@ def test_inventory_skews_and_limits_quotes() -> None:
         # The market drops through our bid: it fills, we are longer and quote lower.
         bid_q = venue.quotes()[Side.BUY][0]
         tick(mm, venue, book, bid_q - 20 * TICK, bid_q - 10 * TICK)
-        assert mm.position(0) == fills * QTY
+        assert mm.position(SYM) == fills * QTY
         bid, ask = book.bid_px, book.ask_px
         q = venue.quotes()
-        want_bid, want_ask = expected_quotes(bid, ask, mm.position(0), 20, 10)
+        want_bid, want_ask = expected_quotes(bid, ask, mm.position(SYM), 20, 10)
         assert q[Side.SELL] == (want_ask, QTY)
         unskewed = expected_quotes(bid, ask, 0, 20, 0)
         assert want_ask < unskewed[1]
@@ -173,7 +176,7 @@ def test_inventory_skews_and_limits_quotes() -> None:
             assert q[Side.BUY] == (want_bid, QTY)
         else:
             assert Side.BUY not in q  # at max_position: no bid at all
-    assert mm.positions.get(1, 0).avg_px > 0
+    assert mm.positions.get(1, SYM).avg_px > 0
 
 
 def test_never_exceeds_limits_on_a_random_walk() -> None:
@@ -184,7 +187,7 @@ def test_never_exceeds_limits_on_a_random_walk() -> None:
         mid += rng.choice((-3, -2, -1, 0, 1, 2, 3)) * TICK * rng.choice((1, 1, 1, 8))
         half = rng.randint(1, 6) * TICK
         tick(mm, venue, book, mid - half, mid + half)
-        pos = mm.position(0)
+        pos = mm.position(SYM)
         assert -MAX_POS <= pos <= MAX_POS
         open_orders = list(mm.open_orders)
         by_side = {s: [o for o in open_orders if o.side == s] for s in (Side.BUY, Side.SELL)}
@@ -199,9 +202,9 @@ def test_never_exceeds_limits_on_a_random_walk() -> None:
             assert q[Side.SELL][0] > book.bid_px
         if Side.BUY in q and Side.SELL in q:
             assert q[Side.BUY][0] < q[Side.SELL][0]
-    fills = mm.positions.get(1, 0).fills
+    fills = mm.positions.get(1, SYM).fills
     assert fills > 20  # the walk did trade through the quotes
-    p = mm.positions.get(1, 0)
+    p = mm.positions.get(1, SYM)
     assert p.qty == p.bought - p.sold
 
 
@@ -217,8 +220,8 @@ def test_stop_cancels_everything() -> None:
 def test_waits_for_acks_before_requoting() -> None:
     mm, sink, _, book = setup(requote_ticks=1)
     book.bid_px, book.ask_px = 100_00_000_000, 100_10_000_000
-    mm.deliver_book(0, book)
+    mm.deliver_book(SYM, book)
     assert sink.count == 2
     book.bid_px, book.ask_px = 101_00_000_000, 101_10_000_000
-    mm.deliver_book(0, book)  # both quotes still PENDING_NEW: nothing more is sent
+    mm.deliver_book(SYM, book)  # both quotes still PENDING_NEW: nothing more is sent
     assert sink.count == 2
