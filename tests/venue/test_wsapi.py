@@ -150,3 +150,25 @@ def test_signed_ws_request_errors(venue: RunningVenue) -> None:
             assert r["error"] == {"code": -1013, "msg": "Filter failure: PRICE_FILTER"}
 
     asyncio.run(run())
+
+
+def test_python_binance_socket_manager_streams(venue: RunningVenue) -> None:
+    async def run() -> None:
+        client = await venue_client_class(venue).create(HMAC_KEY, HMAC_SECRET)
+        try:
+            bm = BinanceSocketManager(client)
+            bm.STREAM_URL = venue.ws_url + "/"  # the library's stream base URL attribute
+            ts = bm.multiplex_socket(["btcusdt@trade", "btcusdt@depth@100ms"])
+            ts.TIMEOUT = 0.5  # see above: lets the read loop notice the close quickly
+            async with ts as s:
+                seen: set[str] = set()
+                deadline = time.monotonic() + 10
+                while len(seen) < 2 and time.monotonic() < deadline:
+                    msg = await asyncio.wait_for(s.recv(), 5)
+                    seen.add(msg["stream"])
+                    assert msg["data"]["s"] == "BTCUSDT"
+                assert seen == {"btcusdt@trade", "btcusdt@depth@100ms"}
+        finally:
+            await client.close_connection()
+
+    asyncio.run(run())

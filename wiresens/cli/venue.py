@@ -44,4 +44,7 @@ def serve(
         f"venue on http://{host}:{port} (ws://{host}:{port}/ws, /stream, /ws-api/v3): "
         f"{', '.join(cfg.symbols)}, market {market}, {n} account(s)"
     )
-    venue.serve()
+    try:
+        venue.serve()
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises the Ctrl-C it already handled; the shutdown was clean
