@@ -136,6 +136,9 @@ class SegmentInfo:
     created_ns: int
     size: int
     valid: bool
+    """The header carries our magic and this version's layout (attachable)."""
+    foreign: bool = False
+    """No Wiresens magic at all: someone else's file, or a segment still being created."""
 
 
 class Segment:
@@ -181,7 +184,7 @@ class Segment:
             shm = posix_ipc.SharedMemory(pname, posix_ipc.O_CREX, mode=0o600, size=size)
         except posix_ipc.ExistentialError:
             info = describe(name)
-            if info is not None and not info.valid:
+            if info is not None and info.foreign:
                 # Not ours, or a creator still writing its header: never delete either.
                 raise SegmentExistsError(
                     f"/dev/shm/{name} exists and is not a Wiresens segment (no valid header), "
@@ -379,7 +382,7 @@ def describe(name: str) -> SegmentInfo | None:
     except OSError:
         return None
     if len(raw) < HEADER_DTYPE.itemsize or not raw.startswith(MAGIC):
-        return SegmentInfo(name, "?", 0, 0, 0, 0, 0, False, 0, size, False)
+        return SegmentInfo(name, "?", 0, 0, 0, 0, 0, False, 0, size, False, foreign=True)
     h = np.frombuffer(raw, dtype=HEADER_DTYPE, count=1)[0]
     pid, start = int(h["creator_pid"]), int(h["creator_start"])
     return SegmentInfo(
@@ -408,6 +411,7 @@ def list_segments(prefix: str = "") -> list[SegmentInfo]:
         if not n.startswith(prefix) or n.startswith("sem."):
             continue
         info = describe(n)
-        if info is not None and info.valid:
+        # Other layout versions are listed too (valid False), so stale ones can be removed.
+        if info is not None and not info.foreign:
             out.append(info)
     return out

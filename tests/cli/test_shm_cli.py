@@ -14,6 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from wiresens.cli import app
+from wiresens.records import TRADE
+from wiresens.shm import Ring
 
 OWNER = textwrap.dedent(
     """
@@ -118,3 +120,19 @@ def test_installed_command_runs(shm_prefix: str) -> None:
         [exe, "shm", "ls", "--prefix", shm_prefix], capture_output=True, text=True, check=True
     )
     assert "no Wiresens segments" in out.stdout
+
+
+def test_old_layout_segment_is_shown_and_removable(shm_prefix: str) -> None:
+    name = f"{shm_prefix}old"
+    with Ring.create(name, TRADE, 16) as ring:
+        ring.segment.header[0]["layout_version"] = 99
+        ring.segment.header[0]["creator_pid"] = 0  # its creator is gone
+    runner = CliRunner()
+    [row] = _ls_json(runner, shm_prefix)
+    assert (row["name"], row["valid"], row["owner_alive"]) == (name, False, False)
+    assert "written" not in row  # not attachable: no counters are made up
+    table = runner.invoke(app, ["shm", "ls", "--prefix", shm_prefix]).stdout
+    assert "ring*" in table and "other layout version" in table
+    removed = runner.invoke(app, ["shm", "rm", "--prefix", shm_prefix])
+    assert f"removed {name}" in removed.stdout
+    assert not os.path.exists(f"/dev/shm/{name}")

@@ -186,3 +186,29 @@ def test_seqlock_segment_size_is_checked_with_its_stride(shm_prefix: str) -> Non
     assert other.count == 3 and other.stride == 128
     other.close()
     slots.close()
+
+
+def _forge_old_layout(name: str, creator_pid: int) -> None:
+    """A ring as an older Wiresens would have left it: our magic, another layout version."""
+    with Ring.create(name, TRADE, 16) as ring:
+        ring.segment.header[0]["layout_version"] = LAYOUT_VERSION + 98
+        ring.segment.header[0]["creator_pid"] = creator_pid
+        ring.segment.header[0]["creator_start"] = 0
+
+
+def test_other_layout_version_is_listed_refused_and_replaced_when_stale(shm_prefix: str) -> None:
+    name = f"{shm_prefix}old"
+    _forge_old_layout(name, creator_pid=0)  # pid 0: its creator is gone
+    [info] = list_segments(shm_prefix)
+    assert (info.name, info.valid, info.foreign, info.creator_alive) == (name, False, False, False)
+    with pytest.raises(
+        LayoutMismatchError,
+        match=rf"layout version in the segment is {LAYOUT_VERSION + 98}, this process expects {LAYOUT_VERSION}",
+    ):
+        Ring.attach(name, TRADE)
+    with Ring.create(name, TRADE, 16) as fresh:  # stale: replaced like any dead creator's
+        assert fresh.segment.header[0]["layout_version"] == LAYOUT_VERSION
+    unlink(name)
+    _forge_old_layout(name, creator_pid=os.getpid())  # a live owner is still protected
+    with pytest.raises(SegmentExistsError, match="owned by live pid"):
+        Ring.create(name, TRADE, 16)

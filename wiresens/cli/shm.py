@@ -40,6 +40,7 @@ def ls(
             "owner_alive": info.creator_alive,
             "age_s": round((time.time_ns() - info.created_ns) / 1e9, 1),
             "bytes": info.size,
+            "valid": info.valid,
         }
         if info.structure == "ring":
             try:
@@ -71,12 +72,22 @@ def ls(
     head = f"{'NAME':<40} {'TYPE':<8} {'KIND':<16} {'CAP':>8} {'FILL':>8} {'WRITTEN':>12} {'READ':>12} {'FULL':>8}  {'OWNER':<14} {'PRODUCER':<14} CONSUMER"
     typer.echo(head)
     for r in rows:
+        kind = r["structure"] if r["valid"] else f"{r['structure']}*"
         typer.echo(
-            f"{r['name']!s:<40} {r['structure']!s:<8} {r['kind']!s:<16} {r['capacity']!s:>8} "
+            f"{r['name']!s:<40} {kind!s:<8} {r['kind']!s:<16} {r['capacity']!s:>8} "
             f"{r.get('fill', '-')!s:>8} {r.get('written', '-')!s:>12} {r.get('read', '-')!s:>12} "
             f"{r.get('full', '-')!s:>8}  {_pid(r['owner_pid'], r['owner_alive']):<14} "
             f"{_pid(r.get('producer_pid'), r.get('producer_alive')):<14} "
             f"{_pid(r.get('consumer_pid'), r.get('consumer_alive'))}"
+        )
+    _footnote(rows)
+
+
+def _footnote(rows: list[dict[str, object]]) -> None:
+    if any(not r["valid"] for r in rows):
+        typer.echo(
+            "* other layout version: this Wiresens cannot attach it; remove it with "
+            "`wiresens shm rm NAME` once its owner is stopped"
         )
 
 
