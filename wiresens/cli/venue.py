@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import typer
 
 from wiresens.errors import ConfigError
@@ -44,7 +46,6 @@ def serve(
         f"venue on http://{host}:{port} (ws://{host}:{port}/ws, /stream, /ws-api/v3): "
         f"{', '.join(cfg.symbols)}, market {market}, {n} account(s)"
     )
-    try:
+    # uvicorn re-raises the Ctrl-C it already handled; the shutdown was clean.
+    with contextlib.suppress(KeyboardInterrupt):
         venue.serve()
-    except KeyboardInterrupt:
-        pass  # uvicorn re-raises the Ctrl-C it already handled; the shutdown was clean
