@@ -36,6 +36,10 @@ def _reference(token: str) -> int | None:
 @example([("0.000000010", "5."), (".5", "00000000000.1")])
 @example([(".", "1"), ("", "1"), ("1.2.3", "1")])
 def test_parse_levels_matches_to_fixed(levels: list[tuple[str, str]]) -> None:
+    _check_against_to_fixed(levels)
+
+
+def _check_against_to_fixed(levels: list[tuple[str, str]]) -> None:
     raw = msgspec.json.encode(levels)
     values, ok = parse_levels(raw)
     expected = [_reference(t) for pair in levels for t in pair]
@@ -110,3 +114,29 @@ def test_words_never_read_outside_the_buffer() -> None:
     values, ok = parse_levels(b'["1","2"]')
     assert ok and values.tolist() == [10**8, 2 * 10**8]
     assert np.asarray(values).dtype == np.int64
+
+
+@st.composite
+def _columns(draw: st.DrawFn) -> list[tuple[str, str]]:
+    # Binance's shape: every price with f0 decimals, every quantity with f1 (the
+    # decoder's fast path), now and then one token broken or shaped differently.
+    f0 = draw(st.integers(0, 8))
+    f1 = draw(st.integers(0, 8))
+
+    def token(f: int) -> st.SearchStrategy[str]:
+        whole = st.text("0123456789", min_size=0 if f else 1, max_size=9)
+        frac = st.text("0123456789", min_size=f, max_size=f)
+        return st.builds(lambda w, x: f"{w}.{x}" if f else w, whole, frac)
+
+    levels = draw(st.lists(st.tuples(token(f0), token(f1)), min_size=1, max_size=10))
+    if draw(st.booleans()):
+        i = draw(st.integers(0, len(levels) - 1))
+        bad = draw(st.sampled_from(["", ".", "1.2.3", "-1", "1e5", " 1", "1.", "\u0661"]))
+        levels[i] = (bad, levels[i][1]) if draw(st.booleans()) else (levels[i][0], bad)
+    return levels
+
+
+@settings(max_examples=600, deadline=None)
+@given(_columns())
+def test_column_fast_path_matches_to_fixed(levels: list[tuple[str, str]]) -> None:
+    _check_against_to_fixed(levels)

@@ -118,8 +118,12 @@ def _chains(draw: st.DrawFn) -> tuple[str, list[Diff], int, int, int]:
 
 
 @settings(max_examples=400, deadline=None)
-@given(_chains())
-def test_applied_diffs_are_a_contiguous_chain(case: tuple[str, list[Diff], int, int, int]) -> None:
+@given(_chains(), st.booleans())
+def test_applied_diffs_are_a_contiguous_chain(
+    case: tuple[str, list[Diff], int, int, int], hot_path: bool
+) -> None:
+    # hot_path: the gateway's way, advance() first and on_diff() only when it says no;
+    # the outcome must be the same as on_diff() alone.
     market, diffs, lid, at, removed = case
     sync, applied = _machine(market)
     received = [d for i, d in enumerate(diffs) if i != removed]
@@ -128,6 +132,9 @@ def test_applied_diffs_are_a_contiguous_chain(case: tuple[str, list[Diff], int, 
     for i, d in enumerate(received):
         if i == at:
             actions.append(sync.on_snapshot(lid))
+        if hot_path and sync.advance(*d):
+            applied.append(d)
+            continue
         actions.append(_offer(sync, d))
         published_before_apply |= sync.synced and not applied
     if at >= len(received):

@@ -77,6 +77,9 @@ _E8 = np.uint64(100_000_000)
 # _HIGHB[j]: keep the last j bytes.
 _LOW = np.array([(1 << (8 * j)) - 1 for j in range(9)], dtype=np.uint64)
 _HIGHB = np.array([((1 << 64) - 1) ^ ((1 << (64 - 8 * j)) - 1) for j in range(9)], dtype=np.uint64)
+# '0' in every byte a mask drops, so cut-off bytes read as leading/trailing zeros.
+_FILL_LOW = np.array([0x3030303030303030 & ~int(m) for m in _LOW], dtype=np.uint64)
+_FILL_HIGH = np.array([0x3030303030303030 & ~int(m) for m in _HIGHB], dtype=np.uint64)
 
 
 class DepthHead(msgspec.Struct, gc=False):
@@ -148,6 +151,57 @@ def parse_levels(raw: bytes | bytearray | memoryview) -> tuple[I64, bool]:
     return values, ok
 
 
+def _decimals(token: bytes) -> int:
+    dot = token.rfind(b".")
+    return 0 if dot < 0 else len(token) - dot - 1
+
+
+def _parse_columns(data: bytes, buf: NDArray[np.uint8], starts: I64, ends: I64) -> I64 | None:
+    # The common case, about half the work of the general path: Binance prints every
+    # price of a symbol with the same number of decimals, and every quantity too. So
+    # the dot of each token is guessed from the first pair's, then verified (dot
+    # byte present, all other bytes digits, which also rules out a second dot). None:
+    # the guess or a check failed, use the general path.
+    f0 = _decimals(data[int(starts[0]) : int(ends[0])])
+    f1 = _decimals(data[int(starts[1]) : int(ends[1])])
+    if f0 > 8 or f1 > 8:
+        return None
+    back = np.array([f0 + (f0 > 0), f1 + (f1 > 0)], dtype=np.int64)
+    dotpos = (ends.reshape(-1, 2) - back).reshape(-1)
+    if f0 and f1:
+        if not bool((buf[dotpos] == 46).all()):
+            return None
+    elif f0 or f1:
+        col = dotpos[0::2] if f0 else dotpos[1::2]
+        if not bool((buf[col] == 46).all()):
+            return None
+    k = dotpos - starts
+    if int(k.max()) > 8:
+        return None  # integer parts above 8 digits: the general path has the extra word
+    if (f0 == 0 and int(k[0::2].min()) == 0) or (f1 == 0 and int(k[1::2].min()) == 0):
+        return None  # an empty token (or a lone dot): to_fixed refuses it
+    words = np.ndarray(shape=(buf.shape[0] - 7,), dtype="<u8", buffer=data, offset=0, strides=(1,))
+    lo = words[dotpos - 8]
+    lo &= _HIGHB[k]
+    lo |= _FILL_HIGH[k]
+    frac = words[dotpos + 1]
+    if f0 != 8 or f1 != 8:
+        pairs = frac.reshape(-1, 2)
+        pairs &= np.array([_LOW[f0], _LOW[f1]], dtype=np.uint64)
+        pairs |= np.array([_FILL_LOW[f0], _FILL_LOW[f1]], dtype=np.uint64)
+    t = lo + _K46
+    t |= lo - _ZEROS
+    t |= frac + _K46
+    t |= frac - _ZEROS
+    t &= _HIGH
+    if t.any():
+        return None
+    whole = _swar8(lo)
+    whole *= _E8
+    whole += _swar8(frac)
+    return whole.view(np.int64)
+
+
 def _parse(data: bytes) -> tuple[I64, I64, bool]:
     # ``data`` is padded with _PAD zero bytes at both ends (unaligned word reads).
     # Returns values, token start offsets, ok.
@@ -160,6 +214,10 @@ def _parse(data: bytes) -> tuple[I64, I64, bool]:
         return _NONE, _NONE, False
     starts = quotes[0::2] + 1
     ends = quotes[1::2]
+    if nq & 3 == 0:
+        values = _parse_columns(data, buf, starts, ends)
+        if values is not None:
+            return values, starts, True
     t = starts.shape[0]
     dots = np.flatnonzero(buf == 46)
     if dots.shape[0] == t and bool(((dots >= starts) & (dots < ends)).all()):
@@ -280,6 +338,13 @@ class DepthFeed:
             self.errors += 1
             return None
         self.last_head = head
+        if self.sync.advance(head.U, head.u, head.pu):
+            self._parts.append(head.b)
+            asks = self._asks
+            asks.append(head.a)
+            if len(asks) >= self.batch:
+                self.flush()
+            return Action.APPLIED
         action = self.sync.on_diff(head.U, head.u, head.pu, (head.b, head.a))
         if action is Action.NEED_SNAPSHOT:
             self._drop_pending()

@@ -135,6 +135,21 @@ class DepthSync(Generic[T]):
 
     # ------------------------------------------------------------------ diffs
 
+    def advance(self, first_id: int, final_id: int, prev_final_id: int) -> bool:
+        """Hot path of a synced book: True if this diff continues the chain.
+
+        The state moves on as for an applied diff, but ``apply`` is *not* called:
+        the caller applies the diff itself. False means "not the simple case":
+        offer the diff to :meth:`on_diff`, which handles every other case.
+        """
+        if self.state is not SyncState.SYNCED:
+            return False
+        if (prev_final_id if self._usdm else first_id - 1) != self.last_u:
+            return False
+        self.last_u = final_id
+        self.counters.applied += 1
+        return True
+
     def on_diff(self, first_id: int, final_id: int, prev_final_id: int, item: T) -> Action:
         """Offer one diff (``U``, ``u``, ``pu``; ``pu`` is ignored for spot)."""
         state = self.state
