@@ -230,3 +230,16 @@ def test_shuffled_and_duplicated_fills_end_exact(parts: list[int], rng: random.R
     assert order is not None
     assert (order.status, order.filled_qty, order.cum_qty) == (S.FILLED, qty, qty)
     assert order.trade_ids == {100 + i for i in range(len(parts))}
+
+
+@settings(max_examples=200, deadline=None)
+@given(reports)
+def test_apply_raw_matches_apply(seq: list[tuple[Any, ...]]) -> None:
+    by_field, by_bytes = table_with_order(), table_with_order()
+    for status, exec_type, trade_id, last, cum in seq:
+        r = report(1, status, exec_type, trade_id=trade_id, last_qty=last, cum_qty=cum, orig=3)
+        raw = np.array([r]).data.cast("B")
+        assert by_field.apply(r) == by_bytes.apply_raw(raw)
+        a, b = by_field.get(1), by_bytes.get(1)
+        assert a is not None and b is not None and snapshot(a) == snapshot(b)
+    assert by_field.outcomes == by_bytes.outcomes

@@ -203,6 +203,26 @@ def test_reports_update_orders_positions_then_hook() -> None:
     assert len(p.open_orders) == 0
 
 
+def test_raw_report_path_matches_the_record_path() -> None:
+    p, q = make(), make()
+    cid_p, cid_q = p.buy(0, 10, 100), q.buy(0, 10, 100)
+    assert cid_p & 0xFFFFFF == cid_q & 0xFFFFFF
+    arr = np.zeros(1, EXECUTION_REPORT)
+    raw = arr.data.cast("B")
+    for status, et, tid, last, cum in [
+        (ExecStatus.NEW, ExecType.NEW, 0, 0, 0),
+        (ExecStatus.PARTIALLY_FILLED, ExecType.TRADE, 1, 4, 4),
+        (ExecStatus.PARTIALLY_FILLED, ExecType.TRADE, 1, 4, 4),
+        (ExecStatus.FILLED, ExecType.TRADE, 2, 6, 10),
+    ]:
+        r = exec_report(cid_p, status, et, trade_id=tid, last_qty=last, last_px=100, cum_qty=cum)
+        arr[0] = r
+        arr[0]["cl_ord_id"] = cid_q
+        assert p.deliver_execution(r) == q.deliver_execution(arr[0], raw)
+    assert p.position(0) == q.position(0) == 10
+    assert [c[:2] for c in p.calls] == [c[:2] for c in q.calls]
+
+
 def test_hooks_in_order_and_exceptions_propagate() -> None:
     p = make()
     book = TopOfBook(bid_px=1, bid_qty=2, ask_px=3, ask_qty=4)

@@ -114,3 +114,28 @@ def test_average_price_within_one_raw_unit_of_the_exact_average(
             exact = Fraction(abs(p.cost_raw), abs(p.qty))
             assert abs(p.avg_px - exact) <= Fraction(1, 2)
             assert p.avg_px > 0
+
+
+def test_apply_raw_matches_apply_report() -> None:
+    a, b = PositionBook(), PositionBook()
+    arr = new_record(RecordKind.EXECUTION_REPORT)
+    r = arr[0]
+    raw = arr.data.cast("B")
+    for side, qty, px, fee in [
+        (BUY, 5, 100, 1),
+        (SELL, 7, 103, 2),
+        (BUY, 0, 1, 0),
+        (BUY, 2, 99, 0),
+    ]:
+        r["policy"], r["symbol"], r["side"] = 4, 70000, side
+        r["last_qty"], r["last_px"], r["commission"] = qty, px, fee
+        assert (a.apply_report(r) is None) == (b.apply_raw(raw) is None)
+    pa, pb = a.get(4, 70000), b.get(4, 70000)
+    assert (pa.qty, pa.cost_raw, pa.realized_raw, pa.fees) == (
+        pb.qty,
+        pb.cost_raw,
+        pb.realized_raw,
+        pb.fees,
+    )
+    # +3 on the 5 closed, then the 2 opened short at 103 bought back at 99.
+    assert pa.qty == 0 and pa.realized_raw == 5 * 3 + 2 * 4 and len(b) == 1

@@ -36,7 +36,15 @@ from collections.abc import Iterator
 from enum import IntEnum
 from typing import Any
 
-from .records import ExecStatus, ExecType, OrderType, RecordKind, Side, TimeInForce
+from .records import (
+    EXECUTION_REPORT,
+    ExecStatus,
+    ExecType,
+    OrderType,
+    RecordKind,
+    Side,
+    TimeInForce,
+)
 
 __all__ = [
     "TERMINAL",
@@ -108,6 +116,29 @@ _PENDING_CANCEL = int(S.PENDING_CANCEL)
 _PENDING_NEW = int(S.PENDING_NEW)
 _LIMIT = int(OrderType.LIMIT)
 _GTC = int(TimeInForce.GTC)
+
+
+def _offset(name: str, size: int) -> int:
+    off: int = EXECUTION_REPORT.fields[name][1]  # type: ignore[index]
+    if off % size:
+        raise AssertionError(f"EXECUTION_REPORT.{name} at {off} is not {size}-byte aligned")
+    return off // size
+
+
+# Word (int64) and byte indexes of EXECUTION_REPORT fields, for apply_raw.
+_RQ_CL_ORD_ID = _offset("cl_ord_id", 8)
+_RQ_ORIG = _offset("orig_cl_ord_id", 8)
+_RQ_EXCH_ID = _offset("exch_order_id", 8)
+_RQ_TRADE_ID = _offset("trade_id", 8)
+_RQ_LAST_PX = _offset("last_px", 8)
+_RQ_LAST_QTY = _offset("last_qty", 8)
+_RQ_CUM_QTY = _offset("cum_qty", 8)
+_RQ_CUM_QUOTE = _offset("cum_quote", 8)
+_RQ_COMMISSION = _offset("commission", 8)
+_RQ_TS_RECV = _offset("ts_recv", 8)
+_RB_STATUS = _offset("status", 1)
+_RB_EXEC_TYPE = _offset("exec_type", 1)
+_RB_REASON = _offset("reason", 1)
 
 
 def can_transition(current: int, new: int) -> bool:
@@ -328,6 +359,33 @@ class OrderTable:
             int(report["exch_order_id"]),
             int(report["reason"]),
             int(report["ts_recv"]),
+        )
+
+    def apply_raw(self, raw: memoryview) -> Outcome:
+        """:meth:`apply` for the raw bytes of an EXECUTION_REPORT (a ``memoryview`` cast to
+        ``"B"``, as read from a ring): reads int64 words instead of numpy fields, ~5x faster."""
+        q = raw.cast("q")
+        cid = q[_RQ_CL_ORD_ID]
+        order = self.open.get(cid) or self._done.get(cid)
+        if order is None:
+            orig = q[_RQ_ORIG]
+            order = (self.open.get(orig) or self._done.get(orig)) if orig else None
+            if order is None:
+                self.outcomes[_UNKNOWN] += 1
+                return _UNKNOWN
+        return self._apply(
+            order,
+            raw[_RB_STATUS],
+            raw[_RB_EXEC_TYPE],
+            q[_RQ_TRADE_ID],
+            q[_RQ_LAST_QTY],
+            q[_RQ_LAST_PX],
+            q[_RQ_CUM_QTY],
+            q[_RQ_CUM_QUOTE],
+            q[_RQ_COMMISSION],
+            q[_RQ_EXCH_ID],
+            raw[_RB_REASON],
+            q[_RQ_TS_RECV],
         )
 
     def apply_fields(

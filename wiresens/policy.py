@@ -82,6 +82,7 @@ _COUNTER_BITS = 24
 _COUNTER_MAX = (1 << _COUNTER_BITS) - 1
 _EPOCH_MASK = (1 << _EPOCH_BITS) - 1
 _PENDING_CANCEL = int(ExecStatus.PENDING_CANCEL)
+_STALE_FILL = Outcome.STALE_FILL  # APPLIED (0) and STALE_FILL (1) carry news for the policy
 
 
 def _offset(name: str, size: int) -> int:
@@ -401,11 +402,22 @@ class PolicyObject:
     def deliver_timer(self, now_ns: int) -> None:
         self.on_timer(now_ns)
 
-    def deliver_execution(self, report: Any) -> Outcome:
+    def deliver_execution(self, report: Any, raw: memoryview | None = None) -> Outcome:
         """Apply an EXECUTION_REPORT to ``open_orders`` and ``positions``, then call
-        :meth:`on_execution` unless it was a duplicate or unknown. Returns the outcome."""
+        :meth:`on_execution` unless it was a duplicate or unknown. Returns the outcome.
+
+        ``report`` is the record (numpy void) the hook receives; pass ``raw``, the same
+        record's bytes (``memoryview`` cast to ``"B"``), and the bookkeeping reads int64
+        words instead of numpy fields (~5 µs less per report in CPython).
+        """
+        if raw is not None:
+            outcome = self.open_orders.apply_raw(raw)
+            if outcome <= _STALE_FILL:
+                self.positions.apply_raw(raw)
+                self.on_execution(report)
+            return outcome
         outcome = self.open_orders.apply(report)
-        if outcome == Outcome.APPLIED or outcome == Outcome.STALE_FILL:
+        if outcome <= _STALE_FILL:
             self.positions.apply_report(report)
             self.on_execution(report)
         return outcome

@@ -29,9 +29,24 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from .records import SCALE, Side
+from .records import EXECUTION_REPORT, SCALE, Side
 
 __all__ = ["Position", "PositionBook", "round_half_even"]
+
+
+def _offset(name: str, size: int) -> int:
+    off: int = EXECUTION_REPORT.fields[name][1]  # type: ignore[index]
+    if off % size:
+        raise AssertionError(f"EXECUTION_REPORT.{name} at {off} is not {size}-byte aligned")
+    return off // size
+
+
+_RQ_LAST_QTY = _offset("last_qty", 8)
+_RQ_LAST_PX = _offset("last_px", 8)
+_RQ_COMMISSION = _offset("commission", 8)
+_RB_POLICY = _offset("policy", 1)
+_RB_SIDE = _offset("side", 1)
+_RI_SYMBOL = _offset("symbol", 4)
 
 
 def round_half_even(num: int, den: int) -> int:
@@ -209,6 +224,21 @@ class PositionBook:
             last_qty,
             int(report["last_px"]),
             int(report["commission"]),
+        )
+
+    def apply_raw(self, raw: memoryview) -> Position | None:
+        """:meth:`apply_report` for the raw bytes of an EXECUTION_REPORT (``"B"`` view)."""
+        q = raw.cast("q")
+        last_qty = q[_RQ_LAST_QTY]
+        if last_qty <= 0:
+            return None
+        return self.apply_fill(
+            raw[_RB_POLICY],
+            raw.cast("I")[_RI_SYMBOL],
+            raw[_RB_SIDE],
+            last_qty,
+            q[_RQ_LAST_PX],
+            q[_RQ_COMMISSION],
         )
 
     def __iter__(self) -> Iterator[Position]:
