@@ -120,6 +120,7 @@ class WsApiSession:
         self.client = client
         self.peer = peer
         self.session: tuple[ApiKey, Account] | None = None
+        self.session_sub: int | None = None
         self._methods: dict[str, Callable[[dict[str, str], Account | None, int], Any]] = {
             "ping": lambda p, a, t: {},
             "time": lambda p, a, t: {"serverTime": t},
@@ -181,8 +182,10 @@ class WsApiSession:
                         -2015, "Invalid API-key, IP, or permissions for action.", 401
                     )
                 account = self.session[1]
-                sid = self.users.subscribe(account, self.client)
-                return self._ok(rid, {"subscriptionId": sid}, t, account)
+                if self.session_sub is not None:
+                    raise ExchangeError(-2035, "User Data Stream subscription already active.")
+                self.session_sub = self.users.subscribe(account, self.client)
+                return self._ok(rid, {"subscriptionId": self.session_sub}, t, account)
             fn = self._methods.get(method)
             if fn is None:
                 raise ExchangeError(-1020, "This operation is not supported.")
@@ -217,11 +220,14 @@ class WsApiSession:
             "connectedSince": t,
             "returnRateLimits": True,
             "serverTime": t,
-            "userDataStream": False,
+            "userDataStream": self.session_sub is not None,
         }
 
     def _logout(self, p: dict[str, str], a: Account | None, t: int) -> dict[str, Any]:
         self.session = None
+        if self.session_sub is not None:
+            self.users.unsubscribe(self.session_sub, self.client)
+            self.session_sub = None
         return self._session_status(p, a, t)
 
     def _subscribe(self, p: dict[str, str], a: Account | None, t: int) -> dict[str, Any]:
@@ -229,7 +235,9 @@ class WsApiSession:
 
     def _unsubscribe(self, p: dict[str, str], a: Account | None, t: int) -> dict[str, Any]:
         sid = p.get("subscriptionId")
-        self.users.unsubscribe(int(sid) if sid and sid.isdigit() else None, self.client)
+        gone = self.users.unsubscribe(int(sid) if sid and sid.isdigit() else None, self.client)
+        if self.session_sub in gone:
+            self.session_sub = None
         return {}
 
     # -- frames -----------------------------------------------------------------------------
