@@ -29,6 +29,7 @@ the event and counts it in :data:`dropped` rather than raising into the actor.
 from __future__ import annotations
 
 import array
+import errno
 import fcntl
 import json
 import os
@@ -197,7 +198,7 @@ class JournaldLogger:
                 try:
                     self._sock.sendto(payload, self.socket_path)
                 except OSError as exc:
-                    if exc.errno not in (90, 105):  # EMSGSIZE, ENOBUFS
+                    if exc.errno not in (errno.EMSGSIZE, errno.ENOBUFS):
                         raise
                     self._send_memfd(payload)
         except OSError:
