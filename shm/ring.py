@@ -71,6 +71,11 @@ W_CONSUMER_START = 34
 W_DOORBELL = 35
 W_WAITING = 48
 
+SLOT_VIEWS_MAX = 1 << 16
+"""Ends of rings up to this capacity keep a ready byte view of every slot (~200 bytes of
+memory per slot): copying a record through one is ~25% cheaper per record than slicing a
+view on each call. Larger rings slice."""
+
 
 def check_platform() -> None:
     machine = platform.machine().lower()
@@ -165,10 +170,12 @@ class Ring:
         return cls(seg, dt)
 
     def producer(self) -> Producer:
-        return Producer(self)
+        """Claim the writing end (one live producer process at a time)."""
+        return _SlotViewProducer(self) if self.capacity <= SLOT_VIEWS_MAX else Producer(self)
 
     def consumer(self) -> Consumer:
-        return Consumer(self)
+        """Claim the reading end (one live consumer process at a time)."""
+        return _SlotViewConsumer(self) if self.capacity <= SLOT_VIEWS_MAX else Consumer(self)
 
     def stats(self) -> RingStats:
         w = self.words
@@ -500,6 +507,76 @@ class Consumer:
 
     def close(self) -> None:
         self._buf.release()
+
+
+def _slot_views(buf: memoryview, capacity: int, size: int) -> list[memoryview]:
+    return [buf[i * size : (i + 1) * size] for i in range(capacity)]
+
+
+class _SlotViewProducer(Producer):
+    """A :class:`Producer` whose single-record writes copy through per-slot views."""
+
+    __slots__ = ("_views",)
+
+    def __init__(self, ring: Ring) -> None:
+        super().__init__(ring)
+        self._views = _slot_views(self._buf, self.cap, self._size)
+
+    def try_write(self, record: Any) -> bool:
+        w = self._w
+        words = self._words
+        if w >= self._limit:
+            self._limit = words[W_READ] + self.cap
+            if w >= self._limit:
+                words[W_FULL] += 1
+                return False
+        # Payload first, then the position (the memory-ordering argument above).
+        self._views[w & self._mask][:] = record
+        self._w = w = w + 1
+        words[W_WRITE] = w
+        if words[W_WAITING]:
+            self._ring_doorbell()
+        return True
+
+    try_write.__doc__ = Producer.try_write.__doc__
+
+    def close(self) -> None:
+        for v in self._views:
+            v.release()
+        self._views = []
+        super().close()
+
+
+class _SlotViewConsumer(Consumer):
+    """A :class:`Consumer` whose single-record reads copy through per-slot views."""
+
+    __slots__ = ("_views",)
+
+    def __init__(self, ring: Ring) -> None:
+        super().__init__(ring)
+        self._views = _slot_views(self._buf, self.cap, self._size)
+
+    def try_read(self, out: memoryview | bytearray) -> bool:
+        r = self._r
+        words = self._words
+        if r >= self._written:
+            # Load write_pos before reading the slot (the memory-ordering argument above).
+            w = words[W_WRITE]
+            if r >= w:
+                return False
+            self._written = w
+        out[:] = self._views[r & self._mask]
+        self._r = r = r + 1
+        words[W_READ] = r
+        return True
+
+    try_read.__doc__ = Consumer.try_read.__doc__
+
+    def close(self) -> None:
+        for v in self._views:
+            v.release()
+        self._views = []
+        super().close()
 
 
 def ring_info(name: str) -> SegmentInfo | None:
