@@ -63,3 +63,16 @@ def decode(
 ) -> None:
     """Binance diff depth: decode + order-book apply vs json.loads on the same bytes."""
     _run("decode", json_out=json_out, records=records, runs=runs, synthetic_data=synthetic)
+
+
+@app.command("tick-to-order")
+def tick_to_order(
+    json_out: str = typer.Option(
+        None, "--json", help="Also write the figures as JSON to this file ('-' for stdout)."
+    ),
+    records: int = typer.Option(20_000, help="Ticks per case (after a 500-tick warm-up)."),
+    runs: int = typer.Option(1, help="Repeat the whole benchmark and report medians."),
+) -> None:
+    """Market record -> policy -> execution -> order frame, through real actor processes,
+    with spin and blocking waits, against the same path over multiprocessing.Queue."""
+    _run("tick_to_order", json_out=json_out, records=records, runs=runs)
