@@ -65,10 +65,15 @@ def test_python_binance_ws_api_orders_and_user_data(venue: RunningVenue) -> None
                     events.append(ev)
                     if ev.get("e") == "executionReport" and ev["x"] == "CANCELED":
                         break
-                reports = [(e["x"], e["X"], e["i"]) for e in events if e["e"] == "executionReport"]
+                reports = [
+                    (e["x"], e["X"], e["i"], e["c"], e["C"])
+                    for e in events
+                    if e["e"] == "executionReport"
+                ]
+                cid = o["clientOrderId"]
                 assert reports == [
-                    ("NEW", "NEW", o["orderId"]),
-                    ("CANCELED", "CANCELED", o["orderId"]),
+                    ("NEW", "NEW", o["orderId"], cid, ""),
+                    ("CANCELED", "CANCELED", o["orderId"], c["clientOrderId"], cid),
                 ]
                 positions = [e for e in events if e["e"] == "outboundAccountPosition"]
                 assert positions and positions[0]["B"][0]["a"] == "USDT"

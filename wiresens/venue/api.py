@@ -405,11 +405,12 @@ class VenueApi:
         sym, o = self._find(account, params)
         if o is None:
             raise ExchangeError(-2011, "Unknown order sent.")
-        res = self.engine.cancel(account, sym, o.order_id, "", t_ms)
+        new_cid = params.get("newClientOrderId") or f"cancel{o.order_id}"
+        res = self.engine.cancel(account, sym, o.order_id, "", t_ms, new_cid)
         self.publish()
         if isinstance(res, Reject):
             raise ExchangeError(res.code, res.msg)
-        return cancel_view(res, params.get("newClientOrderId") or f"cancel{res.order_id}", t_ms)
+        return cancel_view(res, new_cid, t_ms)
 
     def cancel_all(
         self, account: Account, params: dict[str, str], t_ms: int
@@ -644,7 +645,7 @@ def execution_report(ev: ExecEvent) -> dict[str, Any]:
         "e": "executionReport",
         "E": ev.ts_ms,
         "s": o.symbol,
-        "c": o.client_order_id,
+        "c": ev.cancel_client_order_id or o.client_order_id,
         "S": o.side,
         "o": o.type,
         "f": o.time_in_force,
@@ -653,7 +654,7 @@ def execution_report(ev: ExecEvent) -> dict[str, Any]:
         "P": _f(0),
         "F": _f(0),
         "g": -1,
-        "C": "",
+        "C": o.client_order_id if ev.cancel_client_order_id else "",
         "x": ev.exec_type,
         "X": ev.status,
         "r": "NONE",

@@ -138,6 +138,7 @@ class ExecEvent:
     cum_quote: int
     fill: Fill | None
     ts_ms: int
+    cancel_client_order_id: str = ""
 
 
 @dataclass(slots=True)
@@ -391,9 +392,20 @@ class Engine:
         return order
 
     def cancel(
-        self, account: Account, symbol: str, order_id: int, client_order_id: str, now_ms: int
+        self,
+        account: Account,
+        symbol: str,
+        order_id: int,
+        client_order_id: str,
+        now_ms: int,
+        cancel_client_order_id: str = "",
     ) -> Order | Reject:
-        """Cancel an open order by id or client id."""
+        """Cancel an open order by id or client id.
+
+        ``cancel_client_order_id`` names the cancel request (Binance's
+        ``newClientOrderId`` of a cancel): its execution report carries it as ``c``
+        and the order's own id as ``C``.
+        """
         book = self.books.get(symbol)
         if book is None:
             return Reject(-1121, "Invalid symbol.")
@@ -405,6 +417,9 @@ class Engine:
         del book.open[o.order_id]
         book.touch(o.is_buy, o.price)
         self._finish(o, "CANCELED", "CANCELED", now_ms)
+        last = self.events[-1]
+        if isinstance(last, ExecEvent):
+            last.cancel_client_order_id = cancel_client_order_id or f"cancel{o.order_id}"
         self._flush_balances(now_ms)
         return o
 
