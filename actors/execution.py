@@ -285,8 +285,8 @@ class Execution(Actor):
                 continue
             rep = self._rep[0]
             self._fill_from_status(rep)
-            self.oms.apply(rep)
-            self.positions.apply_report(rep)
+            self.oms.apply_raw(raw)
+            self.positions.apply_raw(raw)
             p = int(rep["policy"])
             if int(rep["exec_type"]) == _TRADE_EXEC:
                 self._count(p, int(rep["symbol"]), 1)

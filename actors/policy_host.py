@@ -124,7 +124,7 @@ class PolicyHost(Actor):
         order_words[_ORDER_W_TS_RECV] = 0
         while self.er.try_read(er_raw):
             if er_raw[0] == _EXEC:
-                policy.deliver_execution(self._er[0])
+                policy.deliver_execution(self._er[0], er_raw)
             work += 1
         md_raw = self._md_raw
         words = self._md_words

@@ -94,7 +94,8 @@ _VALUE_PATTERNS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str
         ),
         lambda m: f"{m[1]}{m[2]}{REDACTED}",
     ),
-    (re.compile(r"(://[^:/@\s]+:)[^@\s]+@"), lambda m: f"{m[1]}{REDACTED}@"),
+    # RFC 3986 userinfo has no "/": a "@" after the path (stream names) is not a password.
+    (re.compile(r"(://[^:/@\s]+:)[^@\s/]+@"), lambda m: f"{m[1]}{REDACTED}@"),
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), lambda m: f"{m[1]} {REDACTED}"),
     (
         # Binance API keys and HMAC secrets: 64 alphanumerics mixing cases and digits.

@@ -34,8 +34,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from wiresens.actors.actor import ActorSpec
 from wiresens.actors.lifecycle import ActorState
 from wiresens.actors.master import StrategyMaster
@@ -538,6 +536,3 @@ def render_status(st: dict[str, Any]) -> str:
         )
     return "\n".join(lines)
 
-
-def config_json(cfg: NodeConfig) -> str:
-    return msgspec.json.encode(cfg).decode()
