@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
@@ -42,8 +41,8 @@ def test_spread_and_rates() -> None:
 
 
 @pytest.fixture
-def ring_name() -> str:
-    return f"wstest.bench.{os.getpid()}.{threading.get_ident() % 10_000}"
+def ring_name(shm_prefix: str) -> str:
+    return f"{shm_prefix}bench"
 
 
 def _consume(name: str, n: int, batch: bool) -> dict[str, object]:
