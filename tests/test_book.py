@@ -95,3 +95,26 @@ def test_crossed_book_detected() -> None:
     book = OrderBook()
     book.apply(_arr([100]), _arr([1]), _arr([100]), _arr([1]))
     assert book.is_crossed()
+
+
+WIDE = st.sampled_from([1, 2, 3, 2**40, 2**40 + 1, 2**61, 2**62 + 5, 2**63 - 2])
+WIDE_BATCH = st.lists(st.tuples(WIDE, QTYS), max_size=25)
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps=st.lists(st.tuples(WIDE_BATCH, WIDE_BATCH), max_size=8))
+def test_book_matches_dict_model_on_wide_prices(steps) -> None:
+    # Keys too far apart to pack with an arrival index: the stable-sort path.
+    book = OrderBook("WIDE", capacity=16)
+    bids: dict[int, int] = {}
+    asks: dict[int, int] = {}
+    for ub, ua in steps:
+        _apply_model(bids, ub)
+        _apply_model(asks, ua)
+        book.apply(
+            _arr([p for p, _ in ub]),
+            _arr([q for _, q in ub]),
+            _arr([p for p, _ in ua]),
+            _arr([q for _, q in ua]),
+        )
+        _check(book, bids, asks)

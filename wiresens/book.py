@@ -34,6 +34,44 @@ I64 = NDArray[np.int64]
 _EMPTY = np.empty(0, dtype=np.int64)
 
 
+def _last_per_key(keys: I64, qty: I64) -> tuple[I64, I64]:
+    """Sorted unique keys with the quantity of each key's last update.
+
+    Arrival order must decide between equal keys. When the key range leaves room,
+    key and arrival index are packed into one int64 (``(key - min) << bits | i``)
+    and sorted with the fast unstable sort: equal keys then order by arrival.
+    Otherwise a stable argsort does the same, about 3x slower.
+    """
+    m = keys.shape[0]
+    bits = m.bit_length()
+    kmin = int(keys.min())
+    span = int(keys.max()) - kmin
+    if span < (1 << (62 - bits)):
+        packed = keys - kmin
+        packed <<= bits
+        packed |= np.arange(m, dtype=np.int64)
+        packed.sort()
+        ks = packed >> bits
+        last = np.empty(m, dtype=np.bool_)
+        np.not_equal(ks[1:], ks[:-1], out=last[:-1])
+        last[-1] = True
+        packed &= (1 << bits) - 1
+        idx = packed[last]
+        ks = ks[last]
+        ks += kmin
+        return ks, qty[idx]
+    order = np.argsort(keys, kind="stable")
+    ks = keys[order]
+    qs = qty[order]
+    last = np.empty(m, dtype=np.bool_)
+    np.not_equal(ks[1:], ks[:-1], out=last[:-1])
+    last[-1] = True
+    if not last.all():
+        ks = ks[last]
+        qs = qs[last]
+    return ks, qs
+
+
 class BookSide:
     """One side of the book: levels sorted by key (``sign * price``), best last.
 
@@ -118,17 +156,7 @@ class BookSide:
             return
         keys = prices * self._sign if self._sign < 0 else prices
         if m > 1:
-            # Last update per price wins: a stable sort keeps arrival order within
-            # equal keys, so the last of each run is the latest update.
-            order = np.argsort(keys, kind="stable")
-            ks = keys[order]
-            qs = qty[order]
-            last = np.empty(m, dtype=np.bool_)
-            np.not_equal(ks[1:], ks[:-1], out=last[:-1])
-            last[-1] = True
-            if not last.all():
-                ks = ks[last]
-                qs = qs[last]
+            ks, qs = _last_per_key(keys, qty)
         else:
             ks = keys
             qs = qty
