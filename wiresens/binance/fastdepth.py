@@ -2,8 +2,8 @@
 
 Why this module exists: decoding a diff-depth message into Python strings and
 converting each ``"61837.63000000"`` with :func:`wiresens.fixedpoint.to_fixed`
-costs ~10 µs per message (a message carries 30-70 levels); ``json.loads`` alone
-costs 7-11 µs. So the level arrays are never turned into Python objects:
+costs ~300 µs per message (a message carries 30-70 levels); ``json.loads``
+alone costs 7-11 µs. So the level arrays are never turned into Python objects:
 msgspec decodes only the ids and keeps ``b``/``a`` as :class:`msgspec.Raw`
 (the header Structs below, not those of :mod:`wiresens.binance.wire`, because a
 ``tuple[str, str]`` field would allocate the strings we want to avoid), the raw
@@ -11,8 +11,11 @@ level arrays of one or many messages are joined into one buffer, and
 :func:`parse_levels` converts every quoted decimal in it to int64 fixed point
 with a few dozen vectorised numpy operations:
 
-1. quote and dot positions (two byte compares over the buffer) give, per token,
-   its start, end and dot: ``k`` integer digits, ``f`` fraction digits;
+1. quote positions (one byte compare over the buffer) give each token's start
+   and end; Binance prints every price of a symbol with the same number of
+   decimals, and every quantity too, so the dot is guessed per column from the
+   first pair and verified (the general path scans for dots instead): ``k``
+   integer digits, ``f`` fraction digits;
 2. the 8 bytes after the dot, and the 8 (and 16) bytes before it, are read as
    unaligned little-endian uint64 words; bytes outside the token are replaced
    by ``'0'`` so a short fraction is right-padded with zeros (exactly the scaling
