@@ -140,3 +140,17 @@ def _columns(draw: st.DrawFn) -> list[tuple[str, str]]:
 @given(_columns())
 def test_column_fast_path_matches_to_fixed(levels: list[tuple[str, str]]) -> None:
     _check_against_to_fixed(levels)
+
+
+@pytest.mark.parametrize(
+    "levels",
+    [
+        [["1.00000000", "0.12"], ["5", "0.12"]],  # short token after a dot at the guessed spot
+        [["1.12", "2"], ["3.4", "5"]],  # mixed decimals in the price column
+        [["100", "1.5"], ["2.25", "1.5"]],  # a dot where the first price had none
+    ],
+)
+def test_wrong_column_guess_falls_back(levels: list[list[str]]) -> None:
+    values, ok = parse_levels(msgspec.json.encode(levels))
+    assert ok
+    assert values.tolist() == [to_fixed(t) for pair in levels for t in pair]

@@ -179,8 +179,10 @@ def _parse_columns(data: bytes, buf: NDArray[np.uint8], starts: I64, ends: I64) 
         if not bool((buf[col] == 46).all()):
             return None
     k = dotpos - starts
-    if int(k.max()) > 8:
-        return None  # integer parts above 8 digits: the general path has the extra word
+    if int(k.max()) > 8 or int(k.min()) < 0:
+        # Above 8 integer digits the general path reads a third word; a negative k
+        # means a token shorter than its column's decimals (the guess was wrong).
+        return None
     if (f0 == 0 and int(k[0::2].min()) == 0) or (f1 == 0 and int(k[1::2].min()) == 0):
         return None  # an empty token (or a lone dot): to_fixed refuses it
     words = np.ndarray(shape=(buf.shape[0] - 7,), dtype="<u8", buffer=data, offset=0, strides=(1,))
