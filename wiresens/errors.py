@@ -13,7 +13,11 @@
     ├── ProtocolError                  + ValueError   a malformed or unexpected exchange message
     ├── ExchangeError                                 the exchange answered with an error code
     │   └── RateLimitError                            429/418               retriable
-    └── ServiceUnavailableError        + ConnectionError   a sink or service is down   retriable
+    ├── ServiceUnavailableError        + ConnectionError   a sink or service is down   retriable
+    └── EventLogError                                 the event log (wiresens.eventlog)
+        ├── CorruptEntryError          + ValueError   CRC mismatch or malformed entry: .path .offset
+        ├── LogFormatError             + ValueError   a segment or index header is not readable
+        └── LogLockedError             + RuntimeError another writer holds the log directory
 
 Every message names what was wrong (key, path, value) and what to do. The root
 lives in ``wiresens.shm.errors`` because ``shm`` is the bottom layer and may
@@ -33,9 +37,13 @@ from wiresens.shm.errors import (
 
 __all__ = [
     "ConfigError",
+    "CorruptEntryError",
+    "EventLogError",
     "ExchangeError",
     "FixedPointError",
     "LayoutMismatchError",
+    "LogFormatError",
+    "LogLockedError",
     "ProtocolError",
     "RateLimitError",
     "SegmentExistsError",
@@ -83,3 +91,25 @@ class ServiceUnavailableError(WiresensError, ConnectionError):
     """A service (Kafka, PostgreSQL, etcd, the exchange) cannot be reached now."""
 
     retriable = True
+
+
+class EventLogError(WiresensError):
+    """The event log (``wiresens.eventlog``) could not be written or read."""
+
+
+class CorruptEntryError(EventLogError, ValueError):
+    """An event-log entry failed its CRC or is malformed; ``path`` and ``offset`` locate it."""
+
+    def __init__(self, message: str, path: str = "", offset: int = -1, segment: int = -1) -> None:
+        super().__init__(message)
+        self.path = path
+        self.offset = offset
+        self.segment = segment
+
+
+class LogFormatError(EventLogError, ValueError):
+    """An event-log segment or index header is foreign, damaged or of a newer format version."""
+
+
+class LogLockedError(EventLogError, RuntimeError):
+    """Another writer holds the event-log directory (one writer per directory)."""
