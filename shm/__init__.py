@@ -12,6 +12,7 @@ if __name__ != "wiresens.shm":  # pragma: no cover - guard against a second modu
         "so that its classes have one identity"
     )
 
+from .bytering import ByteRing, FrameConsumer, FrameProducer
 from .doorbell import Doorbell
 from .errors import (
     LayoutMismatchError,
@@ -29,8 +30,11 @@ from .seqlock import SeqlockSlots
 
 __all__ = [
     "BlockIdle",
+    "ByteRing",
     "Consumer",
     "Doorbell",
+    "FrameConsumer",
+    "FrameProducer",
     "IdleStrategy",
     "LayoutMismatchError",
     "Producer",

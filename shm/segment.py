@@ -6,7 +6,7 @@ Every segment Wiresens creates opens with the same 128-byte header, so any tool
     offset  size  field
     0       8     magic            b"WIRESENS" (written last: a reader never sees a half-made header)
     8       4     layout_version   version of this header and of the structure layouts
-    12      4     structure        1 = SPSC ring, 2 = seqlock slots
+    12      4     structure        1 = SPSC ring, 2 = seqlock slots, 3 = frame ring
     16      4     record_kind      numeric kind of the records held (0 = mixed kinds)
     20      4     schema_version   version of that record kind's dtype
     24      4     record_size      itemsize of one record, bytes
@@ -63,7 +63,8 @@ class Structure:
 
     RING = 1
     SEQLOCK = 2
-    NAMES = {1: "ring", 2: "seqlock"}
+    BYTERING = 3
+    NAMES = {1: "ring", 2: "seqlock", 3: "bytering"}
 
 
 HEADER_DTYPE = np.dtype(

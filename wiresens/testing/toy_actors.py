@@ -99,3 +99,19 @@ class CrashingActor(Actor):
             raise RuntimeError("deliberate failure in do_work")
         time.sleep(0.001)
         return 1
+
+
+def frame_producer(name: str, n: int) -> None:
+    """Write ``n`` frames of varied size into byte ring ``name``: crc32 then the body."""
+    import zlib
+
+    from wiresens.shm import ByteRing
+
+    ring = ByteRing.attach(name)
+    prod = ring.producer()
+    for i in range(n):
+        body = i.to_bytes(8, "little") * (1 + i % 40)
+        crc = zlib.crc32(body).to_bytes(4, "little")
+        while not prod.try_write(1, crc, body):
+            pass
+    ring.close()
