@@ -339,12 +339,18 @@ class Node:
         old = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.start()
+            sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=trading")
+            watchdog_s = int(os.environ.get("WATCHDOG_USEC", "0")) / 2e6
+            last_dog = 0.0
             t0 = time.monotonic()
             last_show = 0.0
             tty = sys.stdout.isatty()
             while not stopping[0]:
                 self.poll()
                 now = time.monotonic()
+                if watchdog_s and now - last_dog >= watchdog_s:
+                    last_dog = now
+                    sd_notify("WATCHDOG=1")
                 if show and now - last_show >= (1.0 if tty else 5.0):
                     last_show = now
                     text = render_status(read_status(self.run_dir))
@@ -367,6 +373,20 @@ class Node:
                 signal.signal(s, h)
             if show:
                 print("node stopped; shared memory removed", flush=True)
+
+
+def sd_notify(message: str) -> bool:
+    """Tell systemd (Type=notify units) about the node's state; False outside systemd."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return False
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.connect(addr)
+        s.sendall(message.encode())
+        return True
+    return False
 
 
 def _start_ticks() -> int:
@@ -535,4 +555,3 @@ def render_status(st: dict[str, Any]) -> str:
             f"{r['name']:<12} {r['fill']:>6} {r['capacity']:>6} {r['written']:>10} {r['read']:>10} {r['full']:>6}"
         )
     return "\n".join(lines)
-
