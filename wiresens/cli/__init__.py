@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import bench, binance, node, shm, venue
+from . import bench, binance, log, node, shm, venue
 from .logs import logs as _logs
 
 __all__ = ["app", "main"]
@@ -21,6 +21,7 @@ app.add_typer(bench.app, name="bench")
 app.add_typer(binance.app, name="binance")
 app.add_typer(venue.app, name="venue")
 app.add_typer(node.app, name="node")
+app.add_typer(log.app, name="log")
 
 app.command("logs")(_logs)
 
