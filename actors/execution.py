@@ -43,6 +43,7 @@ from wiresens.records import (
 )
 from wiresens.risk import RejectReason, check_filters
 from wiresens.shm import Consumer, Producer, Ring, SeqlockSlots
+from wiresens.taps import Tap
 
 from .actor import Actor
 from .topology import Topology
@@ -131,6 +132,7 @@ class Execution(Actor):
         self.backlog = [deque() for _ in range(self.policies)]
         self.orders = Ring.attach(t.orders, None).producer()
         self.reports = Ring.attach(t.reports, None).consumer()
+        self.tap = Tap(t.tap("execution"))
         self.pstatus = SeqlockSlots.attach(t.pstatus, POLICY_STATUS)
         self.tob_slots = SeqlockSlots.attach(t.tob, TOP_OF_BOOK)
         if self.gateway_stage_path:
@@ -156,9 +158,12 @@ class Execution(Actor):
                 if not q.try_read(req_raw):
                     break
                 self._handle_request(p)
+                self.tap.record(req_raw[0], req_raw)
                 work += 1
         if self.gateway_stage is not None:
             work += self.gateway_stage.poll()
+        if self.tap.backlog:
+            work += self.tap.flush()
         if not work:
             now = time.time_ns()
             if now >= self._next_status:
@@ -257,6 +262,7 @@ class Execution(Actor):
         if tracked:
             # The table took the request before the ring refused it: close it there too.
             self.oms.apply(r)
+        self.tap.record(_EXEC, self._rej_raw)
         self._send_report(p, self._rej_raw)
 
     def _send_report(self, p: int, raw: memoryview) -> None:
@@ -285,6 +291,7 @@ class Execution(Actor):
                 continue
             rep = self._rep[0]
             self._fill_from_status(rep)
+            self.tap.record(_EXEC, raw)
             self.oms.apply_raw(raw)
             self.positions.apply_raw(raw)
             p = int(rep["policy"])

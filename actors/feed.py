@@ -68,6 +68,7 @@ from wiresens.records import (
     new_record,
 )
 from wiresens.shm import Consumer, Producer, Ring, SeqlockSlots
+from wiresens.taps import RawSource, Tap
 
 from .actor import Actor
 from .status import StatusWriter
@@ -154,6 +155,7 @@ class FeedActor(Actor):
             record_kind=int(RecordKind.TOP_OF_BOOK),
             schema_version=SCHEMA_VERSION[RecordKind.TOP_OF_BOOK],
         )
+        self.tap = Tap(t.tap("feed"))
         self.stats = DecodeStats()
         self.decoder = MarketDecoder(self.table, futures=self.market == "usdm", stats=self.stats)
         self.user = UserDecoder(self.table, account=self.account, stats=self.stats)
@@ -182,6 +184,7 @@ class FeedActor(Actor):
 
     # -- market data -------------------------------------------------------------------
     def _publish(self, sym: int, raw: memoryview) -> None:
+        self.tap.record(raw[0], raw)
         for prod in self.subs.get(sym, ()):
             if prod.try_write(raw):
                 self.published += 1
@@ -207,6 +210,7 @@ class FeedActor(Actor):
     def on_market_frame(self, frame: bytes | str, ts_recv: int) -> None:
         """One combined-stream frame. Never raises on bad input (counted in ``stats``)."""
         self.messages += 1
+        self.tap.raw(RawSource.MARKET_STREAM, ts_recv, b"", frame)
         try:
             env = _ENVELOPE.decode(frame)
         except (msgspec.DecodeError, UnicodeDecodeError):
@@ -271,6 +275,7 @@ class FeedActor(Actor):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
+            self.tap.raw(RawSource.REST, time.time_ns(), url.encode(), body)
             feed = self.books.get(symbol)
             if feed is None:
                 feed = self.books[symbol] = DepthFeed(self.market, symbol)  # type: ignore[arg-type]
@@ -329,6 +334,7 @@ class FeedActor(Actor):
     def on_api_frame(self, frame: bytes | str, ts_recv: int) -> None:
         """A WebSocket API frame: a user-data event or the response to a request."""
         text = frame if isinstance(frame, bytes) else frame.encode()
+        self.tap.raw(RawSource.WS_API_IN, ts_recv, b"", text)
         if b'"event"' in text[:64]:
             n = self.user.decode_into(text, self._rep_raw, ts_recv)
             if n == 1 and self._rep_raw[0] == _EXEC:
@@ -427,6 +433,8 @@ class FeedActor(Actor):
         pause = 0 if self.spin else 0.0002
         while True:
             n = self._flush_reports()
+            if self.tap.backlog:
+                n += self.tap.flush()
             while self.orders.try_read(raw):
                 frame = self.encoder.encode(raw)
                 n += 1
@@ -438,6 +446,7 @@ class FeedActor(Actor):
                     continue
                 try:
                     await ws.send(frame, text=True)
+                    self.tap.raw(RawSource.WS_API_OUT, time.time_ns(), b"", frame)
                     self.orders_sent += 1
                 except websockets.WebSocketException:
                     self.unsent.append(frame)

@@ -22,7 +22,7 @@ from wiresens.records import (
     TOP_OF_BOOK,
     RecordKind,
 )
-from wiresens.shm import Ring, SeqlockSlots
+from wiresens.shm import ByteRing, Ring, SeqlockSlots
 
 __all__ = ["Topology"]
 
@@ -34,6 +34,8 @@ class Topology:
     symbols: int
     md_capacity: int = 1 << 16
     order_capacity: int = 1 << 12
+    tap_capacity: int = 1 << 24
+    taps: tuple[str, ...] = ("feed", "execution")
 
     def md(self, p: int) -> str:
         return f"{self.prefix}.md.{p}"
@@ -61,8 +63,12 @@ class Topology:
         """Seqlock slots of POLICY_STATUS, one per (policy, symbol): slot p * symbols + s - 1."""
         return f"{self.prefix}.pstatus"
 
+    def tap(self, actor: str) -> str:
+        """The tap ring (frames to the sidecar) of ``actor``."""
+        return f"{self.prefix}.tap.{actor}"
+
     def names(self) -> list[str]:
-        out = [self.orders, self.reports, self.tob, self.pstatus]
+        out = [self.orders, self.reports, self.tob, self.pstatus, *(self.tap(a) for a in self.taps)]
         for p in range(self.policies):
             out += [self.md(p), self.oq(p), self.er(p)]
         return out
@@ -94,7 +100,10 @@ class Topology:
                 schema_version=SCHEMA_VERSION[RecordKind.POLICY_STATUS],
             )
         )
-        names = []
+        taps = [ByteRing.create(self.tap(a), self.tap_capacity) for a in self.taps]
+        names = [t.segment.name for t in taps]
+        for t in taps:
+            t.close()
         for m in made:
             names.append(m.segment.name)
             m.close()

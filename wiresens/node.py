@@ -256,6 +256,25 @@ class Node:
                 kwargs=dict(common),
             ),
         ]
+        event_dir = Path(cfg.sidecar.event_log_dir)
+        if not event_dir.is_absolute():
+            event_dir = self.run_dir / event_dir
+        self.event_log_dir = event_dir
+        specs.append(
+            ActorSpec(
+                name="sidecar",
+                group="sidecar",
+                factory="wiresens.actors.sidecar:Sidecar",
+                cpu=cfg.sidecar.cpu if cfg.sidecar.cpu is not None else -1,
+                idle="block",
+                log={**log, "actor": "sidecar"},
+                kwargs={
+                    "taps": [topo.tap(a) for a in topo.taps],
+                    "event_log_dir": str(event_dir),
+                    "node": cfg.node.name,
+                },
+            )
+        )
         for i, p in enumerate(cfg.policy):
             specs.append(
                 ActorSpec(
@@ -302,6 +321,7 @@ class Node:
                 for i, p in enumerate(cfg.policy)
             ],
             "actors": [s["name"] for s in specs],
+            "event_log_dir": str(self.event_log_dir),
             "segments": names,
         }
         (self.run_dir / "node.json").write_text(json.dumps(self.manifest, indent=1))

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from wiresens.node import read_status
+from wiresens.records import RecordKind
 from wiresens.shm import list_segments
 
 HERE = Path(__file__).parent
@@ -186,6 +187,42 @@ def test_node_trades_survives_kills_and_stops_cleanly(node: Any) -> None:
     assert stops and stops[-1]["open_orders_left"] == 0, stops
     assert list_segments(prefix) == []
     assert not (run_dir / "node.pid").exists()
+    _check_event_log(run_dir / "events")
+
+
+def _check_event_log(directory: Path) -> None:
+    """The sidecar's event log holds what the node saw, and replaying its order requests and
+    execution reports through a fresh OMS reproduces the final order states (all closed)."""
+    from wiresens.eventlog import EntryType, EventLogReader
+    from wiresens.oms import OrderTable
+    from wiresens.taps import RawSource
+
+    reader = EventLogReader(directory)
+    oms = OrderTable()
+    sources: dict[int, int] = {}
+    kinds: dict[int, int] = {}
+    for entry in reader.entries():
+        if entry.type == EntryType.RAW:
+            assert entry.raw is not None
+            sources[entry.raw.source] = sources.get(entry.raw.source, 0) + 1
+            continue
+        assert entry.records is not None
+        kinds[entry.kind] = kinds.get(entry.kind, 0) + entry.count
+        for rec in entry.records:
+            if entry.kind in (
+                RecordKind.ORDER_NEW,
+                RecordKind.ORDER_CANCEL,
+                RecordKind.ORDER_REPLACE,
+            ):
+                oms.on_request(rec)
+            elif entry.kind == RecordKind.EXECUTION_REPORT:
+                oms.apply(rec)
+    assert sources.get(RawSource.MARKET_STREAM, 0) > 10
+    assert sources.get(RawSource.WS_API_OUT, 0) >= kinds.get(RecordKind.ORDER_NEW, 0) > 0
+    assert kinds.get(RecordKind.TOP_OF_BOOK, 0) > 0
+    assert kinds.get(RecordKind.EXECUTION_REPORT, 0) > 0
+    still_open = [o for o in oms if o.is_open]
+    assert still_open == [], still_open[:5]
 
 
 def test_bad_config_names_the_key(tmp_path: Path) -> None:
