@@ -374,11 +374,12 @@ class EventLogReader:
                         continue
                     if status == _END:
                         break
-                    if status == _INCOMPLETE and i == len(numbers) - 1:
+                    bad = seg.reason
+                    nxt = seg.find_next(pos, limit)
+                    if status == _INCOMPLETE and i == len(numbers) - 1 and nxt is None:
                         st.torn_bytes = limit - pos
                         break
-                    reason = seg.reason if status == _BAD else "segment ends inside an entry"
-                    nxt = seg.find_next(pos, limit)
+                    reason = bad if status == _BAD else _incomplete_reason(nxt)
                     st.corrupt.append(CorruptEntry(path, n, pos, reason, nxt))
                     if nxt is None:
                         break
@@ -466,9 +467,13 @@ class EventLogReader:
                             yield seg.build(h, payload, pos, nxt)
                         pos = nxt
                         continue
-                    if status == _END or (status == _INCOMPLETE and last):
+                    if status == _END:
                         break
-                    reason = seg.reason if status == _BAD else "the segment ends inside this entry"
+                    bad = seg.reason
+                    nxt_pos = seg.find_next(pos, limit)
+                    if status == _INCOMPLETE and last and nxt_pos is None:
+                        break  # the writer's edge (being written, or torn by a crash)
+                    reason = bad if status == _BAD else _incomplete_reason(nxt_pos)
                     if not skip_corrupt:
                         raise CorruptEntryError(
                             f"{path}: corrupt entry at byte offset {pos} (offset "
@@ -478,7 +483,6 @@ class EventLogReader:
                             offset=pos,
                             segment=n,
                         )
-                    nxt_pos = seg.find_next(pos, limit)
                     self.corrupt.append(CorruptEntry(path, n, pos, reason, nxt_pos))
                     if nxt_pos is None:
                         # Nothing valid follows: resume after this segment's end.
@@ -639,6 +643,12 @@ class EventLogReader:
 
         arr = self.read_records(kind, start_ns, end_ns, skip_corrupt=skip_corrupt)
         return arrow_table(arr)
+
+
+def _incomplete_reason(next_valid: int | None) -> str:
+    if next_valid is not None:
+        return "its length runs past valid entries that follow (a damaged length field)"
+    return "the segment ends inside this entry"
 
 
 def _public_fields(dt: np.dtype[Any]) -> list[str]:

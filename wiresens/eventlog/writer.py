@@ -125,7 +125,7 @@ def _recover_segment(
                 continue
             if status == _END:
                 break
-            reason = seg.reason if status == _BAD else "the segment ends inside this entry"
+            reason = seg.reason if status == _BAD else "its length runs past valid entries"
             found = seg.find_next(pos, limit)
             if found is None:
                 break  # a torn tail: nothing whole follows
