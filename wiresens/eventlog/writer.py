@@ -490,11 +490,13 @@ class EventLogWriter:
             return EventLogOffset(self._segment, self._pos)
         words = np.frombuffer(data, np.int64, n * (size >> 3)).reshape(n, size >> 3)
         t = words[:, _TS_RECV_WORD]
-        if not t.all():
+        lo = int(t.min())
+        # Receive times are positive: only a batch whose minimum is not needs the slower
+        # per-record fallback to ts_pub (records that never crossed a gateway).
+        if lo <= 0 and not t.all():
             t = np.where(t != 0, t, words[:, _TS_PUB_WORD])
-        return self._append(
-            _RECORDS, k, version, n, 0, 0, int(t.min()), int(t.max()), n * size, data, None
-        )
+            lo = int(t.min())
+        return self._append(_RECORDS, k, version, n, 0, 0, lo, int(t.max()), n * size, data, None)
 
     def append_slots(self, slots: np.ndarray[Any, Any]) -> EventLogOffset | None:
         """Append ring slots of mixed kinds (each record's ``kind`` byte says which), one
