@@ -1,0 +1,404 @@
+"""The sink interface, the per-sink offset file, and the runner that feeds a sink from the log.
+
+A sink copies the event log to an outside service (Kafka, PostgreSQL). It never sees
+the hot path: :class:`SinkRunner` reads the log's files from the sink's committed
+offset, batches entries, hands each batch to :meth:`Sink.write` and commits the batch's
+``next_offset`` once the write succeeded. Delivery is at-least-once: a crash between a
+write and its commit re-sends that batch, which each sink makes harmless with
+idempotent keys (PostgreSQL: unique keys and ``ON CONFLICT DO NOTHING``, with the
+offset committed in the rows' transaction; Kafka: the entry's offset and the record's
+index travel as headers, so consumers can drop repeats).
+
+::
+
+    event log files ──read──► SinkRunner ──write(batch)──► Sink ──► Kafka / PostgreSQL
+         ▲                        │
+      writer                      └─commit──► <log dir>/sinks/<name>.offset (temp + rename)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Generator, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, cast, runtime_checkable
+
+from wiresens.eventlog import Entry, EventLogOffset, EventLogReader
+
+__all__ = [
+    "BatchPolicy",
+    "FileOffsetStore",
+    "OffsetKeepingSink",
+    "Sink",
+    "SinkRunner",
+    "lag_bytes",
+]
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """What :class:`SinkRunner` drives.
+
+    ``write`` receives entries in log order and returns once every one of them is
+    durable in the service; it raises :class:`~wiresens.errors.ServiceUnavailableError`
+    (retriable) when the service cannot be reached, after which the runner calls it
+    again with the same batch. ``start`` connects (and may raise the same error: the
+    runner retries it too); ``close`` releases the connection and must not raise.
+    """
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def write(self, entries: Sequence[Entry]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class OffsetKeepingSink(Sink, Protocol):
+    """A sink that stores its committed offset in the service, atomically with the data.
+
+    :meth:`SinkRunner` then resumes from :meth:`committed_offset` (called after
+    ``start``) rather than from the offset file, so a crash between the service's
+    commit and the file's rename cannot replay, and an emptied database is refilled
+    from the beginning of the log.
+    """
+
+    async def committed_offset(self) -> EventLogOffset | None: ...
+
+
+class FileOffsetStore:
+    """A sink's committed offset in ``<log dir>/sinks/<name>.offset``.
+
+    The file holds one line, :meth:`EventLogOffset.encode` (``"000012:0000001234"``);
+    a save writes a temporary file beside it, then renames it over the old one, so a
+    reader (or a crash) sees either the old or the new offset, never half of one.
+    """
+
+    def __init__(self, log_dir: str | os.PathLike[str], name: str, *, fsync: bool = False) -> None:
+        if not name or "/" in name or name.startswith("."):
+            raise ValueError(
+                f"sink name {name!r} cannot name an offset file; use letters, digits, '-' or '_'"
+            )
+        self.directory = os.path.join(os.fspath(log_dir), "sinks")
+        self.path = os.path.join(self.directory, f"{name}.offset")
+        self.fsync = fsync
+
+    def load(self) -> EventLogOffset | None:
+        """The committed offset, None when the sink never committed."""
+        try:
+            with open(self.path) as f:
+                text = f.read()
+        except FileNotFoundError:
+            return None
+        try:
+            return EventLogOffset.decode(text)
+        except ValueError as exc:
+            raise ValueError(
+                f"{self.path}: {exc}; delete the file to resend the whole log, or write the "
+                "offset to resume from"
+            ) from None
+
+    def save(self, offset: EventLogOffset) -> None:
+        """Atomically replace the committed offset."""
+        os.makedirs(self.directory, exist_ok=True)
+        tmp = f"{self.path}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(offset.encode() + "\n")
+            if self.fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    """When the runner closes a batch and how it retries.
+
+    A batch is written when it holds ``max_records`` records (or ``max_entries``
+    entries), or ``max_delay_s`` after its first entry was read, whichever comes first;
+    an idle log is polled every ``poll_s``. Failed writes are retried after
+    ``backoff_min_s``, doubling up to ``backoff_max_s``.
+    """
+
+    max_records: int = 5000
+    max_entries: int = 1000
+    max_delay_s: float = 0.05
+    poll_s: float = 0.02
+    backoff_min_s: float = 0.1
+    backoff_max_s: float = 10.0
+
+
+def lag_bytes(directory: str, committed: EventLogOffset | None) -> int:
+    """Bytes of segment files past ``committed`` (everything when None)."""
+    from wiresens.eventlog.format import parse_segment_name
+
+    total = 0
+    seg0, pos0 = committed if committed is not None else (0, 0)
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        n = parse_segment_name(name)
+        if n is None or n < seg0:
+            continue
+        try:
+            size = os.stat(os.path.join(directory, name)).st_size
+        except FileNotFoundError:
+            continue
+        total += max(0, size - pos0) if n == seg0 else size
+    return total
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or repr(exc)
+    return f"{type(exc).__name__}: {text}"
+
+
+class SinkRunner:
+    """Feed one sink from the event log in ``reader_dir``, forever (an asyncio task).
+
+    Parameters
+    ----------
+    sink
+        The sink to drive; the runner calls its ``start``, ``write`` and ``close``.
+    reader_dir
+        The event-log directory (the writer's); the runner only reads its files, so it
+        never blocks or slows the writer.
+    offset_store
+        Where the committed offset lives; default ``FileOffsetStore(reader_dir, sink.name)``.
+    policy
+        Batch size and time, poll interval and retry backoff.
+    kinds
+        Record kinds to read (``RAW_KIND`` for raw messages); when None, the sink's own
+        ``kinds`` attribute if it has one, else all. Entries of other kinds are skipped
+        without reaching the sink, and still committed past.
+    skip_corrupt
+        Skip corrupt entries (listed in ``reader.corrupt``) instead of stopping.
+
+    Use :meth:`run` as a task (``asyncio.create_task(runner.run())``), :meth:`stop` to
+    end it after the batch in flight, :meth:`status` to watch it, and
+    :meth:`run_until_caught_up` to copy the log as it is now and return.
+    """
+
+    def __init__(
+        self,
+        sink: Sink,
+        reader_dir: str | os.PathLike[str],
+        offset_store: FileOffsetStore | None = None,
+        *,
+        policy: BatchPolicy | None = None,
+        kinds: Iterable[int] | None = None,
+        skip_corrupt: bool = False,
+    ) -> None:
+        self.sink = sink
+        self.directory = os.fspath(reader_dir)
+        self.store = offset_store or FileOffsetStore(self.directory, sink.name)
+        self.policy = policy or BatchPolicy()
+        if kinds is None:
+            kinds = getattr(sink, "kinds", None)
+        self.kinds = None if kinds is None else frozenset(int(k) for k in kinds)
+        self.skip_corrupt = skip_corrupt
+        self._reader: EventLogReader | None = None
+        self._stopping = asyncio.Event()
+        self.committed: EventLogOffset | None = None
+        self._read_pos: EventLogOffset | None = None
+        self._state = "new"
+        self._connected = False
+        self._last_error: str | None = None
+        self._last_error_ns = 0
+        self._retries = 0
+        self._total_retries = 0
+        self._entries = 0
+        self._records = 0
+        self._batches = 0
+        self._pending_entries = 0
+        self._pending_records = 0
+        self._caught_up = False
+        self._last_commit_ns = 0
+
+    # -- status -----------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """The runner's state for ``node status`` and tests (plain JSON types).
+
+        Keys: ``name``, ``state`` (new, connecting, running, retrying, stopped),
+        ``connected``, ``committed`` (encoded offset or None), ``lag_bytes`` (log bytes
+        past the committed offset), ``pending_entries``/``pending_records`` (read, not
+        yet committed), ``caught_up`` (the last read reached the log's end and all of
+        it is committed), ``retries`` (consecutive failures now), ``total_retries``,
+        ``last_error`` and ``last_error_ns``, ``entries``/``records``/``batches``
+        written, ``last_commit_ns``.
+        """
+        return {
+            "name": self.sink.name,
+            "state": self._state,
+            "connected": self._connected,
+            "committed": None if self.committed is None else self.committed.encode(),
+            "lag_bytes": lag_bytes(self.directory, self.committed),
+            "pending_entries": self._pending_entries,
+            "pending_records": self._pending_records,
+            "caught_up": self._caught_up,
+            "retries": self._retries,
+            "total_retries": self._total_retries,
+            "last_error": self._last_error,
+            "last_error_ns": self._last_error_ns,
+            "entries": self._entries,
+            "records": self._records,
+            "batches": self._batches,
+            "last_commit_ns": self._last_commit_ns,
+        }
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after the write in flight (or its retry wait)."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Connect, then copy the log to the sink and follow it until :meth:`stop`."""
+        try:
+            await self._loop(until_caught_up=False)
+        finally:
+            await self._shutdown()
+
+    async def run_until_caught_up(self) -> None:
+        """Copy everything the log holds now (and what arrives meanwhile), then return."""
+        try:
+            await self._loop(until_caught_up=True)
+        finally:
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        self._state = "stopped"
+        self._connected = False
+        with contextlib.suppress(Exception):
+            await self.sink.close()
+
+    def _failed(self, exc: BaseException) -> float:
+        self._connected = False
+        self._state = "retrying"
+        self._last_error = _describe(exc)
+        self._last_error_ns = time.time_ns()
+        self._retries += 1
+        self._total_retries += 1
+        p = self.policy
+        return float(min(p.backoff_max_s, p.backoff_min_s * 2 ** (self._retries - 1)))
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Wait ``seconds`` or until stopped; True when stopped."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        return self._stopping.is_set()
+
+    async def _connect(self) -> bool:
+        """Start the sink and find the offset to resume from; False when stopped first."""
+        self._state = "connecting"
+        while not self._stopping.is_set():
+            try:
+                await self.sink.start()
+                if isinstance(self.sink, OffsetKeepingSink):
+                    self.committed = await self.sink.committed_offset()
+                else:
+                    self.committed = self.store.load()
+            except Exception as exc:
+                delay = self._failed(exc)
+                with contextlib.suppress(Exception):
+                    await self.sink.close()
+                if await self._sleep(delay):
+                    return False
+                self._state = "connecting"
+                continue
+            self._connected = True
+            self._retries = 0
+            self._state = "running"
+            self._read_pos = self.committed
+            return True
+        return False
+
+    async def _loop(self, *, until_caught_up: bool) -> None:
+        if not await self._connect():
+            return
+        p = self.policy
+        batch: list[Entry] = []
+        records = 0
+        first_ns = 0
+        while not self._stopping.is_set():
+            if not batch:
+                records = 0
+            # File reads run in a thread so the loop keeps serving the sink's sockets.
+            at_end = await asyncio.to_thread(self._read_more, batch, records)
+            if len(batch) and not first_ns:
+                first_ns = time.monotonic_ns()
+            records = sum(e.count for e in batch)
+            self._pending_entries, self._pending_records = len(batch), records
+            full = records >= p.max_records or len(batch) >= p.max_entries
+            due = batch and time.monotonic_ns() - first_ns >= p.max_delay_s * 1e9
+            if batch and (full or due or (at_end and until_caught_up)):
+                if not await self._write(batch):
+                    return
+                self._caught_up = at_end and not full
+                batch = []
+                first_ns = 0
+                self._pending_entries = self._pending_records = 0
+                continue
+            if at_end and not batch:
+                self._caught_up = True
+                if self._read_pos is not None and self._read_pos != self.committed:
+                    # Only entries of kinds this sink skips were read: commit past them.
+                    self.committed = self._read_pos
+                    self.store.save(self.committed)
+                if until_caught_up:
+                    return
+            if at_end and await self._sleep(p.poll_s):
+                return
+
+    def _read_more(self, batch: list[Entry], records: int) -> bool:
+        """Append entries to ``batch`` from the read position; True at the log's end."""
+        if self._reader is None:
+            self._reader = EventLogReader(self.directory)
+        p = self.policy
+        it = self._reader.entries(self._read_pos, skip_corrupt=self.skip_corrupt)
+        # entries() is a generator: close it so its segment file is closed now.
+        gen = cast(Generator[Entry, None, None], it)
+        try:
+            for entry in gen:
+                self._read_pos = entry.next_offset
+                if self.kinds is not None and entry.kind not in self.kinds:
+                    continue
+                batch.append(entry)
+                records += entry.count
+                if records >= p.max_records or len(batch) >= p.max_entries:
+                    return False
+            return True
+        finally:
+            gen.close()
+
+    async def _write(self, batch: list[Entry]) -> bool:
+        """Write and commit ``batch``, retrying until it succeeds; False when stopped."""
+        while True:
+            try:
+                await self.sink.write(batch)
+            except Exception as exc:
+                delay = self._failed(exc)
+                if await self._sleep(delay):
+                    return False
+                continue
+            break
+        # Everything read after the batch's last entry was of a skipped kind: commit it too.
+        end = self._read_pos if self._read_pos is not None else batch[-1].next_offset
+        self.committed = max(end, batch[-1].next_offset)
+        self.store.save(self.committed)
+        self._connected = True
+        self._state = "running"
+        self._retries = 0
+        self._entries += len(batch)
+        self._records += sum(e.count for e in batch)
+        self._batches += 1
+        self._last_commit_ns = time.time_ns()
+        return True
