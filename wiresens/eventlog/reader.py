@@ -158,6 +158,15 @@ class _Segment:
             raise
         self.first = self.header.header_len
         self.itemsize = {k: s.dtype.itemsize for k, s in self.header.kinds.items()}
+        # Today's dtype objects where the segment's layout equals them, so views of one
+        # kind share one dtype object across segments (cheap identity checks, concatenation).
+        self.dtypes: dict[int, np.dtype[Any]] = {}
+        for k, s in self.header.kinds.items():
+            try:
+                current = DTYPES[RecordKind(k)]
+            except ValueError:
+                current = s.dtype
+            self.dtypes[k] = current if current == s.dtype else s.dtype
         self._buf = b""
         self._base = 0
         self.reason = ""
@@ -258,7 +267,7 @@ class _Segment:
             h[10],
         )
         if etype is EntryType.RECORDS:
-            entry.records = np.frombuffer(self._buf, self.header.kinds[h[4]].dtype, h[6], payload)
+            entry.records = np.frombuffer(self._buf, self.dtypes[h[4]], h[6], payload)
         else:
             n = h[8]
             buf = self._buf
@@ -591,14 +600,21 @@ class EventLogReader:
                 recs = recs[mask]
             if target is None:
                 target = recs.dtype
-            if recs.dtype != target:
+            if recs.dtype is not target and recs.dtype != target:
                 recs = _convert(recs, target)
             parts.append(recs)
         if target is None:
             raise ValueError(f"kind {kind} is not a RecordKind and is not in this log")
-        if not parts:
-            return np.empty(0, target)
-        return np.concatenate(parts)
+        out = np.empty(sum(len(p) for p in parts), target)
+        # Copy bytes, not fields: np.concatenate of structured arrays promotes field by
+        # field, several times slower than moving the bytes.
+        flat = out.view(np.uint8)
+        at = 0
+        for p in parts:
+            b = np.ascontiguousarray(p).view(np.uint8)
+            flat[at : at + len(b)] = b
+            at += len(b)
+        return out
 
     def to_pandas(
         self,
