@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import bench, binance, log, node, shm, venue
+from . import bench, binance, ctl, log, node, shm, venue
 from .logs import logs as _logs
 
 __all__ = ["app", "main"]
@@ -24,6 +24,7 @@ app.add_typer(node.app, name="node")
 app.add_typer(log.app, name="log")
 
 app.command("logs")(_logs)
+ctl.register(app)
 
 
 def main() -> None:
