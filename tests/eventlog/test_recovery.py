@@ -224,3 +224,52 @@ def test_recover_needs_the_directory_free_and_cuts_the_tail(tmp_path: Path) -> N
     assert seg.stat().st_size == size
     assert w.closed
     assert os.path.exists(tmp_path / ".lock")
+
+
+FULL_DISK = textwrap.dedent(
+    """
+    import resource, signal, sys
+    import numpy as np
+    from wiresens.errors import EventLogError
+    from wiresens.eventlog import EventLogWriter
+    from wiresens.records import RecordKind, new_record
+
+    # A file-size limit stands in for a full disk: writes past it fail with EFBIG.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
+    w = EventLogWriter(sys.argv[1], "full", buffer_bytes=4096)
+    i = 0
+    try:
+        while True:
+            r = new_record(RecordKind.TRADE, 10)
+            r["symbol"] = np.arange(10) + 10 * i
+            w.append_records(RecordKind.TRADE, r)
+            i += 1
+    except OSError as exc:
+        print("failed", i, exc.errno, flush=True)
+    try:
+        w.append_records(RecordKind.TRADE, new_record(RecordKind.TRADE, 1))
+    except EventLogError as exc:
+        print("then", "open a new EventLogWriter" in str(exc), w.failed is not None, flush=True)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    with EventLogWriter(sys.argv[1], "full") as w2:  # the lock was released
+        print("recovered", w2.recovery.cut_bytes, w2.recovery.valid_end, flush=True)
+    """
+)
+
+
+def test_a_failed_write_stops_the_writer_and_a_new_one_recovers(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.split("\n")
+    failed, then, recovered = (line.split() for line in out[:3])
+    assert failed[0] == "failed" and int(failed[2]) == 27  # EFBIG
+    assert then == ["then", "True", "True"]
+    assert recovered[0] == "recovered"
+    seen = _symbols(tmp_path)
+    assert seen == list(range(len(seen))) and 0 < len(seen) <= 10 * int(failed[1])
+    assert _segment(tmp_path).stat().st_size == int(recovered[2]) <= 100_000

@@ -30,7 +30,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from wiresens.errors import LogLockedError
+from wiresens.errors import EventLogError, LogLockedError
 from wiresens.records import DTYPES, SCHEMA_VERSION, RecordKind
 
 from .format import (
@@ -244,6 +244,8 @@ class EventLogWriter:
         self._first = 0
         self._day_end = 0
         self.recovery = Recovery()
+        self.failed: OSError | None = None
+        """The error that stopped this writer (None while it works)."""
         os.makedirs(self.directory, exist_ok=True)
         self._lock = self._take_lock()
         try:
@@ -356,13 +358,39 @@ class EventLogWriter:
         f = self._f
         if f is None:
             return
-        f.flush()
-        if self._idx is not None:
-            self._idx.flush()
-        if self.fsync:
-            os.fsync(f.fileno())
+        try:
+            f.flush()
             if self._idx is not None:
-                os.fsync(self._idx.fileno())
+                self._idx.flush()
+            if self.fsync:
+                os.fsync(f.fileno())
+                if self._idx is not None:
+                    os.fsync(self._idx.fileno())
+        except OSError as exc:
+            self._fail(exc)
+            raise
+
+    def _fail(self, exc: OSError) -> None:
+        """A write failed (disk full, I/O error): where the file ends is unknown now, so
+        stop writing; a new writer recovers the log to its last whole entry."""
+        self.failed = exc
+        for fh in (self._f, self._idx):
+            if fh is not None:
+                # close() tries to flush the rest and may fail again; it closes the file
+                # either way, and whatever it left at the end is cut by the next writer.
+                with contextlib.suppress(OSError):
+                    fh.close()
+        self._f = self._idx = None
+        self._release_lock()
+
+    def _closed_error(self) -> Exception:
+        if self.failed is not None:
+            return EventLogError(
+                f"event-log writer of {self.directory} stopped after a failed write "
+                f"({self.failed}); free the disk or fix the error, then open a new "
+                "EventLogWriter, which recovers the log to its last whole entry"
+            )
+        return ValueError(f"event-log writer of {self.directory} is closed")
 
     def close(self) -> None:
         """Close the open block of the index, flush, close the files, release the lock."""
@@ -412,7 +440,7 @@ class EventLogWriter:
     ) -> EventLogOffset:
         f = self._f
         if f is None:
-            raise ValueError(f"event-log writer of {self.directory} is closed")
+            raise self._closed_error()
         total = ENTRY_SIZE + ((length + 7) & ~7)
         if (self._pos + total > self.segment_bytes and self._pos > self._first) or (
             self.roll_utc_day and self._clock() >= self._day_end
@@ -427,13 +455,17 @@ class EventLogWriter:
         if part2 is not None:
             crc = zlib.crc32(part2, crc)
         _CRC.pack_into(self._hdr, 4, crc)
-        f.write(self._hdr)
-        f.write(part1)
-        if part2 is not None:
-            f.write(part2)
-        pad = total - ENTRY_SIZE - length
-        if pad:
-            f.write(_ZEROS[:pad])
+        try:
+            f.write(self._hdr)
+            f.write(part1)
+            if part2 is not None:
+                f.write(part2)
+            pad = total - ENTRY_SIZE - length
+            if pad:
+                f.write(_ZEROS[:pad])
+        except OSError as exc:
+            self._fail(exc)
+            raise
         pos = self._pos
         self._pos = pos + total
         index = self._index
