@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from wiresens.errors import CorruptEntryError, LogFormatError
+from wiresens.errors import CorruptEntryError
 from wiresens.records import DTYPES, RecordKind
 
 from .format import (
@@ -678,11 +678,3 @@ def _convert(recs: np.ndarray[Any, Any], target: np.dtype[Any]) -> np.ndarray[An
         if name in names and not name.startswith("_"):
             out[name] = recs[name]
     return out
-
-
-def _check_segment(path: str) -> None:
-    """Raise LogFormatError when ``path`` is not a readable segment (used by tools)."""
-    n = parse_segment_name(os.path.basename(path))
-    if n is None:
-        raise LogFormatError(f"{path}: not a segment file name (expected NNNNNN-YYYYMMDD.evlog)")
-    _Segment(path, n).close()
