@@ -294,8 +294,7 @@ class EventLogWriter:
             write_index(index_path(path), n, builder.blocks)
             self._new_segment(n + 1)
             return
-        self._f = open(path, "r+b", buffering=self._buffer_bytes)  # noqa: SIM115
-        self._f.seek(pos)
+        self._f = open(path, "ab", buffering=self._buffer_bytes)  # noqa: SIM115
         self._idx = open_for_append(index_path(path), n)
         builder.attach(self._idx)
         self._index = builder
@@ -321,8 +320,7 @@ class EventLogWriter:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(ipath)  # a stale index of an earlier segment file of that number
         self._idx = open_for_append(ipath, number)
-        self._f = open(path, "r+b", buffering=self._buffer_bytes)  # noqa: SIM115
-        self._f.seek(len(head))
+        self._f = open(path, "ab", buffering=self._buffer_bytes)  # noqa: SIM115
         self._index = IndexBuilder(
             len(head),
             index_bytes=self._index_bytes,
