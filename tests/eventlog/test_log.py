@@ -341,6 +341,8 @@ def test_pandas_and_arrow_views(tmp_path: Path, make_batch: Any) -> None:
     table = reader.to_arrow(RecordKind.TRADE)
     assert isinstance(table, pa.Table) and table.num_rows == 5
     assert table.column("price").to_pylist() == [6_543_210_000_000 + i for i in range(5)]
+    exact = reader.to_arrow(RecordKind.TRADE, decimals=True).column("price").to_pylist()
+    assert [str(p) for p in exact] == [f"65432.1000000{i}" for i in range(5)]
     status = reader.to_arrow(RecordKind.ACTOR_STATUS)
     assert status.schema.field("name").type == pa.binary()
 

@@ -647,8 +647,10 @@ class EventLogReader:
         end_ns: int | None = None,
         *,
         skip_corrupt: bool = False,
+        decimals: bool = False,
     ) -> Any:
-        """:meth:`read_records` as a pyarrow Table (padding fields dropped).
+        """:meth:`read_records` as a pyarrow Table (padding fields dropped; fixed-point
+        fields as exact ``decimal128(20, 8)`` with ``decimals``, else int64).
 
         Raises
         ------
@@ -658,7 +660,7 @@ class EventLogReader:
         from .export import arrow_table
 
         arr = self.read_records(kind, start_ns, end_ns, skip_corrupt=skip_corrupt)
-        return arrow_table(arr)
+        return arrow_table(arr, decimals=decimals)
 
 
 def _incomplete_reason(next_valid: int | None) -> str:
