@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -244,6 +245,7 @@ def test_tail_reads_a_log_another_process_writes(tmp_path: Path) -> None:
         # The directory may not exist yet when the tail starts.
         while not any(tmp_path.glob("*.evlog")):
             assert proc.poll() in (None, 0)
+            time.sleep(0.01)
         for e in EventLogReader(tmp_path).tail(poll_s=0.005, idle_timeout_s=10.0):
             assert e.records is not None
             got.extend(e.records["symbol"].tolist())
