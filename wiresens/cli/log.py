@@ -35,8 +35,10 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-DEFAULT_DIR = Path("eventlog")
-_DIR_HELP = "The event-log directory (the sidecar's, e.g. <run_dir>/eventlog)."
+DEFAULT_DIR = Path("run/events")
+_DIR_HELP = (
+    "The event-log directory: [sidecar] event_log_dir under the node's run_dir (run/events)."
+)
 
 
 def parse_time(text: str | None) -> int | None:

@@ -331,7 +331,7 @@ class EventLogReader:
         if not os.path.isdir(self.directory):
             raise FileNotFoundError(
                 f"{self.directory}: no such event-log directory (give the directory the "
-                "sidecar writes, e.g. <run_dir>/eventlog)"
+                "sidecar writes, e.g. <run_dir>/events)"
             )
         self.corrupt: list[CorruptEntry] = []
         self._indexed: dict[int, list[Block]] = {}
