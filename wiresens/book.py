@@ -21,17 +21,53 @@ the end means inserts near the top, the common case, move few elements.
 quantity of 0 deletes the level (deleting a missing level is not an error), and
 when a price repeats inside one batch the last update wins, exactly as if the
 updates were applied one by one. The book never raises on market data.
+
+When the optional C extension (``wiresens._depthparse``) is built, a batch is
+applied in C on the same arrays with the same semantics (existing levels updated
+in place, new ones sorted and merged in one backward pass from the deepest change
+to the top); ``compiled=False`` or ``WIRESENS_PURE_PYTHON=1`` forces numpy.
 """
 
 from __future__ import annotations
 
+import os
+from types import ModuleType
+
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["BookSide", "OrderBook"]
+__all__ = ["COMPILED", "BookSide", "OrderBook"]
 
 I64 = NDArray[np.int64]
 _EMPTY = np.empty(0, dtype=np.int64)
+_I64 = np.dtype(np.int64)
+
+
+def _load_extension() -> ModuleType | None:
+    if os.environ.get("WIRESENS_PURE_PYTHON"):
+        return None
+    try:
+        from wiresens import _depthparse
+    except ImportError:
+        return None
+    return _depthparse
+
+
+_EXT = _load_extension()
+COMPILED = _EXT is not None
+"""True when the C extension is built (and not disabled by ``WIRESENS_PURE_PYTHON``)."""
+
+
+def _use_compiled(compiled: bool | None) -> bool:
+    if compiled is None:
+        return COMPILED
+    if compiled and not COMPILED:
+        raise ValueError(
+            "compiled=True but the C extension wiresens._depthparse is not available: "
+            "reinstall with a C compiler and Python headers (pip install -e .) or unset "
+            "WIRESENS_PURE_PYTHON"
+        )
+    return compiled
 
 
 def _last_per_key(keys: I64, qty: I64) -> tuple[I64, I64]:
@@ -81,14 +117,18 @@ class BookSide:
         ``+1`` for bids (higher price is better), ``-1`` for asks.
     capacity:
         Initial number of level slots; the arrays double when a batch needs more.
+    compiled:
+        Use the C extension for small batches (default: when it is built); False
+        forces the numpy path, True fails when the extension is missing.
     """
 
-    __slots__ = ("_keys", "_n", "_qty", "_sign", "_tmp_keys", "_tmp_qty")
+    __slots__ = ("_compiled", "_keys", "_n", "_qty", "_sign", "_tmp_keys", "_tmp_qty")
 
-    def __init__(self, sign: int, capacity: int = 4096) -> None:
+    def __init__(self, sign: int, capacity: int = 4096, compiled: bool | None = None) -> None:
         if sign not in (1, -1):
             raise ValueError(f"sign must be +1 (bids) or -1 (asks), got {sign}")
         self._sign = sign
+        self._compiled = _use_compiled(compiled)
         self._n = 0
         cap = max(16, int(capacity))
         self._keys: I64 = np.zeros(cap, dtype=np.int64)
@@ -119,6 +159,11 @@ class BookSide:
             new = np.zeros(cap, dtype=np.int64)
             new[: old.shape[0]] = old
             setattr(self, name, new)
+
+    @property
+    def compiled(self) -> bool:
+        """True when updates go through the C extension."""
+        return self._compiled
 
     def load(self, prices: I64, qty: I64) -> None:
         """Replace the side with these levels (any order; zero quantities dropped)."""
@@ -151,6 +196,41 @@ class BookSide:
 
     def apply(self, prices: I64, qty: I64) -> None:
         """Apply level updates in arrival order: set quantity, 0 deletes, last one wins."""
+        m = prices.shape[0]
+        if m == 0:
+            return
+        ext = _EXT
+        if self._compiled and ext is not None and prices.dtype is _I64 and qty.dtype is _I64:
+            n = ext.apply_side(self._keys, self._qty, self._n, prices, qty, self._sign)
+            if n < 0:
+                self._reserve(self._n + m)
+                n = ext.apply_side(self._keys, self._qty, self._n, prices, qty, self._sign)
+            self._n = n
+            return
+        self._apply_numpy(prices, qty)
+
+    def apply_pairs(self, values: I64, start: int, stop: int) -> None:
+        """Apply interleaved ``(price, qty)`` pairs ``values[start:stop]`` in order.
+
+        The decoder's layout (price, qty, price, qty, ...), applied without
+        slicing; same semantics as :meth:`apply`.
+        """
+        if stop <= start:
+            return
+        ext = _EXT
+        if self._compiled and ext is not None and values.dtype is _I64:
+            n = ext.apply_levels(self._keys, self._qty, self._n, values, start, stop, self._sign)
+            if n < 0:
+                self._reserve(self._n + (stop - start) // 2)
+                n = ext.apply_levels(
+                    self._keys, self._qty, self._n, values, start, stop, self._sign
+                )
+            self._n = n
+            return
+        v = values[start:stop]
+        self._apply_numpy(v[0::2], v[1::2])
+
+    def _apply_numpy(self, prices: I64, qty: I64) -> None:
         m = prices.shape[0]
         if m == 0:
             return
@@ -223,10 +303,12 @@ class OrderBook:
 
     __slots__ = ("asks", "bids", "symbol")
 
-    def __init__(self, symbol: str = "", capacity: int = 4096) -> None:
+    def __init__(
+        self, symbol: str = "", capacity: int = 4096, compiled: bool | None = None
+    ) -> None:
         self.symbol = symbol
-        self.bids = BookSide(1, capacity)
-        self.asks = BookSide(-1, capacity)
+        self.bids = BookSide(1, capacity, compiled)
+        self.asks = BookSide(-1, capacity, compiled)
 
     def clear(self) -> None:
         """Empty both sides."""

@@ -28,6 +28,15 @@ Anything outside that fast shape (a sign, more than 8 decimals, more than 11
 integer digits, a non-digit, a value above int64) makes :func:`parse_levels`
 report failure and callers fall back to :func:`wiresens.fixedpoint.to_fixed`, which
 accepts or refuses exactly as everywhere else. The result is exact, never a float.
+
+When the optional C extension ``wiresens._depthparse`` is built (``pip install -e .``
+with a C compiler), the same contract is met in one byte loop instead:
+:func:`parse_levels` converts the tokens in C, and :class:`DepthFeed` decodes a
+whole ``depthUpdate`` body (ids and both level arrays, straight into preallocated
+int64 buffers) in one call and applies the levels to the book in C. Whatever the
+C code does not recognise it reports, and the numpy/exact path above takes over,
+so both implementations give identical results (:data:`IMPLEMENTATION` tells
+which one runs; ``WIRESENS_PURE_PYTHON=1`` forces numpy).
 """
 
 from __future__ import annotations
@@ -38,13 +47,14 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
-from wiresens.book import OrderBook
+from wiresens.book import _EXT, COMPILED, OrderBook, _use_compiled
 from wiresens.errors import FixedPointError
 from wiresens.fixedpoint import to_fixed
 
 from .sync import Action, DepthSync, Market
 
 __all__ = [
+    "IMPLEMENTATION",
     "DepthFeed",
     "DepthHead",
     "FuturesDepthHead",
@@ -61,6 +71,9 @@ _PAD = 16
 _PAD_BYTES = b"\0" * _PAD
 _INT64_MAX = (1 << 63) - 1
 _NONE = np.empty(0, dtype=np.int64)
+
+IMPLEMENTATION = "compiled" if COMPILED else "numpy"
+"""Which decoder runs by default: ``"compiled"`` (C extension) or ``"numpy"``."""
 
 _ZEROS = np.uint64(0x3030303030303030)
 _K46 = np.uint64(0x4646464646464646)
@@ -141,7 +154,9 @@ def _fill(words: U64, keep: U64) -> U64:
     return out
 
 
-def parse_levels(raw: bytes | bytearray | memoryview) -> tuple[I64, bool]:
+def parse_levels(
+    raw: bytes | bytearray | memoryview, compiled: bool | None = None
+) -> tuple[I64, bool]:
     """Convert every quoted decimal in ``raw`` to int64 fixed point (8 decimals).
 
     ``raw`` is one or more JSON level arrays as Binance sends them
@@ -149,7 +164,13 @@ def parse_levels(raw: bytes | bytearray | memoryview) -> tuple[I64, bool]:
     Returns ``(values, ok)``: the values in order (price, qty, price, qty, ...)
     and False when any token is outside the fast shape, in which case ``values``
     is meaningless and the caller uses :func:`parse_levels_exact`.
+    ``compiled`` picks the implementation (default: the C extension when built).
     """
+    ext = _EXT
+    if _use_compiled(compiled) and ext is not None:
+        out = np.empty(len(raw) // 3 + 1, dtype=np.int64)  # a token takes >= 3 bytes
+        n = ext.parse_levels(raw, out)
+        return out[: max(n, 0)], n >= 0
     values, _, ok = _parse(_PAD_BYTES + bytes(raw) + _PAD_BYTES)
     return values, ok
 
@@ -278,9 +299,9 @@ def parse_levels_exact(levels: Any) -> I64:
     return out
 
 
-def levels_to_fixed(raw: bytes | bytearray | memoryview) -> I64:
+def levels_to_fixed(raw: bytes | bytearray | memoryview, compiled: bool | None = None) -> I64:
     """:func:`parse_levels` with the exact fallback: always the right values or an error."""
-    values, ok = parse_levels(raw)
+    values, ok = parse_levels(raw, compiled)
     if ok:
         return values
     return _exact_from_raw(raw)
@@ -303,12 +324,18 @@ Item = tuple[msgspec.Raw, msgspec.Raw]
 class DepthFeed:
     """One symbol's diff-depth pipeline: decode, :class:`DepthSync`, :class:`OrderBook`.
 
-    ``on_diff(payload)`` decodes the ids with msgspec, lets the sync machine decide,
-    and queues the raw level arrays of applied diffs; every ``batch`` queued diffs
-    (and on :meth:`flush`) their levels are converted at once and applied to the
-    book. ``batch=1`` keeps the book current after every diff (what a gateway that
-    publishes top of book per message does); a larger batch conflates a backlog of
-    frames into one book update, which is where the vectorised conversion pays.
+    ``on_diff(payload)`` decodes the ids, lets the sync machine decide, and queues
+    the levels of applied diffs; every ``batch`` queued diffs (and on :meth:`flush`)
+    they are applied to the book. ``batch=1`` keeps the book current after every
+    diff (what a gateway that publishes top of book per message does); a larger
+    batch conflates a backlog of frames into one book update.
+
+    With the C extension (``compiled``, the default when it is built) a diff is
+    decoded in one call straight into int64 buffers and the book is updated level
+    by level in C, so small batches are cheap too. Without it (or with
+    ``compiled=False``) msgspec decodes the ids, the raw level arrays are queued and
+    converted at once with numpy at flush time, which needs large batches to pay.
+    Both give identical books.
 
     Malformed payloads are counted in ``errors`` and ignored; a diff whose levels
     cannot be represented invalidates the book (a resync is requested).
@@ -321,19 +348,49 @@ class DepthFeed:
         batch: int = 1,
         book: OrderBook | None = None,
         max_buffer: int = 10_000,
+        compiled: bool | None = None,
     ) -> None:
-        self.book = book if book is not None else OrderBook(symbol)
+        self.compiled = _use_compiled(compiled)
+        self.book = book if book is not None else OrderBook(symbol, compiled=self.compiled)
         self.sync: DepthSync[Item] = DepthSync(market, self.book, self._enqueue, max_buffer)
         self.batch = max(1, int(batch))
         self.errors = 0
-        self.last_head: DepthHead | None = None
-        """The ids of the last diff offered (applied or not), for callers' bookkeeping."""
+        self._last: DepthHead | tuple[int, int, int, int, int, int, int] | None = None
+        # numpy path: raw level arrays, converted at flush.
         self._parts: list[msgspec.Raw | bytes] = [_PAD_BYTES]
         self._asks: list[msgspec.Raw] = []
+        # compiled path: values decoded in place; [0:_nb] / [0:_na] are pending.
+        cap = 4096 + 256 * self.batch
+        self._bv: I64 = np.empty(cap, dtype=np.int64)
+        self._av: I64 = np.empty(cap, dtype=np.int64)
+        self._nb = 0
+        self._na = 0
+        self._pending = 0
+        self._bad = False
+        if self.compiled:
+            self.on_diff = self._on_diff_compiled  # type: ignore[method-assign]
+
+    @property
+    def last_head(self) -> DepthHead | None:
+        """The ids of the last diff offered (applied or not), for callers' bookkeeping.
+
+        On the compiled path ``b`` and ``a`` are left empty: the levels went
+        straight into the feed's buffers.
+        """
+        last = self._last
+        if last is None or isinstance(last, DepthHead):
+            return last
+        head = DepthHead(last[0], last[1], _EMPTY_RAW, _EMPTY_RAW, last[3], last[2], last[4])
+        self._last = head
+        return head
 
     def _enqueue(self, item: Item) -> None:
-        self._parts.append(item[0])
-        self._asks.append(item[1])
+        if self.compiled:
+            self._stage(item[0], item[1])
+            self._pending += 1
+        else:
+            self._parts.append(item[0])
+            self._asks.append(item[1])
 
     def on_diff(self, payload: bytes | memoryview) -> Action | None:
         """Offer one ``depthUpdate`` body (not the envelope); None if it is malformed."""
@@ -342,7 +399,7 @@ class DepthFeed:
         except msgspec.DecodeError:
             self.errors += 1
             return None
-        self.last_head = head
+        self._last = head
         if self.sync.advance(head.U, head.u, head.pu):
             self._parts.append(head.b)
             asks = self._asks
@@ -350,19 +407,116 @@ class DepthFeed:
             if len(asks) >= self.batch:
                 self.flush()
             return Action.APPLIED
+        return self._offer(head)
+
+    def _offer(self, head: DepthHead) -> Action:
+        # Every case but "the next diff of a synced book": buffering, dropping, gaps.
         action = self.sync.on_diff(head.U, head.u, head.pu, (head.b, head.a))
         if action is Action.NEED_SNAPSHOT:
             self._drop_pending()
-        elif len(self._asks) >= self.batch:
+        elif self._pending >= self.batch or len(self._asks) >= self.batch:
             self.flush()
         return action
+
+    def _on_diff_compiled(self, payload: bytes | memoryview) -> Action | None:
+        r = _decode_diff(payload, self._bv, self._nb, self._av, self._na)
+        if r is None:
+            return self._on_diff_slow(payload)
+        self._last = r
+        if self.sync.advance(r[0], r[1], r[2]):
+            # The levels already sit at the pending offsets: just take them.
+            self._nb += r[5]
+            self._na += r[6]
+            self._pending += 1
+            if self._pending >= self.batch:
+                self.flush()
+            return Action.APPLIED
+        return self._offer(self._head_of(payload))
+
+    def _head_of(self, payload: bytes | memoryview) -> DepthHead:
+        # decode_diff accepted the body, so msgspec does too; the sync machine may
+        # keep the raw arrays (buffered before a snapshot) for later.
+        head = _HEAD.decode(payload)
+        self._last = head
+        return head
+
+    def _on_diff_slow(self, payload: bytes | memoryview) -> Action | None:
+        # Not in the C decoder's shape, or the buffers are full: make room and retry
+        # once, then decode with msgspec and convert the levels exactly.
+        if self._room(len(payload)):
+            r = _decode_diff(payload, self._bv, self._nb, self._av, self._na)
+            if r is not None:
+                self._last = r
+                if self.sync.advance(r[0], r[1], r[2]):
+                    self._nb += r[5]
+                    self._na += r[6]
+                    self._pending += 1
+                    if self._pending >= self.batch:
+                        self.flush()
+                    return Action.APPLIED
+                return self._offer(self._head_of(payload))
+        try:
+            head = _HEAD.decode(payload)
+        except msgspec.DecodeError:
+            self.errors += 1
+            return None
+        self._last = head
+        if self.sync.advance(head.U, head.u, head.pu):
+            self._enqueue((head.b, head.a))
+            if self._pending >= self.batch:
+                self.flush()
+            return Action.APPLIED
+        return self._offer(head)
+
+    def _room(self, nbytes: int) -> bool:
+        # A value takes at least 3 bytes of the body: grow so any body fits. True if grown.
+        need = nbytes // 3 + 2
+        grown = False
+        if self._bv.shape[0] - self._nb < need:
+            self._bv = _grow(self._bv, self._nb, need)
+            grown = True
+        if self._av.shape[0] - self._na < need:
+            self._av = _grow(self._av, self._na, need)
+            grown = True
+        return grown
+
+    def _stage(self, bids: msgspec.Raw | bytes, asks: msgspec.Raw | bytes) -> None:
+        # Queue one diff's raw arrays on the compiled path (C first, exact fallback).
+        if self._bad:
+            return
+        self._room(max(len(bids), len(asks)))
+        nb = _put(bids, self._bv, self._nb)
+        na = _put(asks, self._av, self._na) if nb >= 0 else -1
+        if nb < 0 or na < 0:
+            self._bad = True  # flush() counts it and invalidates the book
+            return
+        self._nb += nb
+        self._na += na
 
     def _drop_pending(self) -> None:
         del self._parts[1:]
         self._asks.clear()
+        self._nb = 0
+        self._na = 0
+        self._pending = 0
+        self._bad = False
 
     def flush(self) -> bool:
         """Apply the queued diffs to the book; False if their levels were invalid."""
+        if self.compiled:
+            if self._bad:
+                self._drop_pending()
+                self.errors += 1
+                self.sync.invalidate()
+                return False
+            if self._pending:
+                book = self.book
+                book.bids.apply_pairs(self._bv, 0, self._nb)
+                book.asks.apply_pairs(self._av, 0, self._na)
+                self._nb = 0
+                self._na = 0
+                self._pending = 0
+            return True
         asks = self._asks
         if not asks:
             return True
@@ -396,8 +550,8 @@ class DepthFeed:
         """Load a REST depth snapshot body; None if it is malformed."""
         try:
             snap = _SNAP.decode(payload)
-            bids = levels_to_fixed(snap.bids)
-            asks = levels_to_fixed(snap.asks)
+            bids = levels_to_fixed(snap.bids, self.compiled)
+            asks = levels_to_fixed(snap.asks, self.compiled)
         except (msgspec.DecodeError, FixedPointError):
             self.errors += 1
             return None
@@ -411,3 +565,37 @@ class DepthFeed:
     def synced(self) -> bool:
         """True when the book may be published (flush first when ``batch > 1``)."""
         return self.sync.synced
+
+
+def _decode_unavailable(
+    payload: Any, bids: Any, bid_off: int, asks: Any, ask_off: int
+) -> tuple[int, int, int, int, int, int, int] | None:
+    return None
+
+
+_decode_diff = _EXT.decode_diff if _EXT is not None else _decode_unavailable
+_EMPTY_RAW = msgspec.Raw(b"")
+
+
+def _grow(buf: I64, used: int, need: int) -> I64:
+    cap = buf.shape[0]
+    while cap - used < need:
+        cap *= 2
+    new = np.empty(cap, dtype=np.int64)
+    new[:used] = buf[:used]
+    return new
+
+
+def _put(raw: msgspec.Raw | bytes, buf: I64, off: int) -> int:
+    # Values of one raw level array into buf[off:]; -1 if they are not representable.
+    ext = _EXT
+    n: int = ext.parse_levels(raw, buf[off:]) if ext is not None else -1
+    if n >= 0:
+        return n
+    try:
+        values = _exact_from_raw(raw)
+    except (FixedPointError, msgspec.DecodeError):
+        return -1
+    k = int(values.shape[0])
+    buf[off : off + k] = values
+    return k
