@@ -31,17 +31,20 @@ from wiresens.oms import OrderTable
 from wiresens.positions import PositionBook
 from wiresens.records import (
     CONTROL_GATEWAY_CONNECTED,
+    CONTROL_KILL,
+    CONTROL_RESUME,
     EXECUTION_REPORT,
     ORDER_REQUEST,
     POLICY_STATUS,
     SCALE,
     SCHEMA_VERSION,
+    STATUS_KILLED_FLAG,
     TOP_OF_BOOK,
     ExecStatus,
     ExecType,
     RecordKind,
 )
-from wiresens.risk import RejectReason, check_filters
+from wiresens.risk import KillState, PolicyRisk, RateWindow, RejectReason, RiskLimits, check_filters
 from wiresens.shm import Consumer, Producer, Ring, SeqlockSlots
 from wiresens.taps import Tap
 
@@ -62,6 +65,8 @@ _W_CL_ORD_ID, _W_ORIG, _W_EXCH_ID, _W_PRICE, _W_QTY = 4, 5, 6, 7, 8
 # Byte offsets of the small ORDER_REQUEST fields.
 _FIELDS: Any = ORDER_REQUEST.fields
 _B_ORDER_TYPE: int = _FIELDS["order_type"][1]
+_B_SIDE: int = _FIELDS["side"][1]
+_BUY = 1
 _TRADE_EXEC = int(ExecType.TRADE)
 STATUS_EVERY_NS = 250_000_000
 LAT_WINDOW = 1024
@@ -80,6 +85,10 @@ class Execution(Actor):
         cancel_timeout: float = 5.0,
         gateway_stage: str | None = None,
         gateway_kwargs: dict[str, Any] | None = None,
+        limits: Sequence[RiskLimits] | None = None,
+        loss_limit: int = 0,
+        reject_storm: int = 0,
+        feed_stale_s: float = 0.0,
     ) -> None:
         self.topo = Topology(prefix, policies, symbol_count)
         self.policies = policies
@@ -89,6 +98,18 @@ class Execution(Actor):
         self.cancel_timeout = cancel_timeout
         self.gateway_stage_path = gateway_stage
         self.gateway_kwargs = gateway_kwargs or {}
+        lims = list(limits or [])
+        self.risk = [
+            PolicyRisk(lims[p] if p < len(lims) else RiskLimits()) for p in range(policies)
+        ]
+        self.kill = KillState()
+        self.loss_limit = loss_limit
+        self.reject_storm = reject_storm
+        self.recent_rejects = [
+            RateWindow(max(1, reject_storm), 10_000_000_000) for _ in range(policies)
+        ]
+        self.feed_stale_ns = int(feed_stale_s * 1e9)
+        self.kill_events: list[str] = []
         self.oms = OrderTable()
         self.positions = PositionBook()
         self.oq: list[Consumer] = []
@@ -132,6 +153,8 @@ class Execution(Actor):
         self.backlog = [deque() for _ in range(self.policies)]
         self.orders = Ring.attach(t.orders, None).producer()
         self.reports = Ring.attach(t.reports, None).consumer()
+        self.ctl = Ring.attach(t.ctl, None).consumer()
+        self._ctl = bytearray(64)
         self.tap = Tap(t.tap("execution"))
         self.pstatus = SeqlockSlots.attach(t.pstatus, POLICY_STATUS)
         self.tob_slots = SeqlockSlots.attach(t.tob, TOP_OF_BOOK)
@@ -157,17 +180,22 @@ class Execution(Actor):
             for _ in range(64):
                 if not q.try_read(req_raw):
                     break
-                self._handle_request(p)
+                # Tapped before handling: the log has each request before its reject.
                 self.tap.record(req_raw[0], req_raw)
+                self._handle_request(p)
                 work += 1
         if self.gateway_stage is not None:
             work += self.gateway_stage.poll()
         if self.tap.backlog:
             work += self.tap.flush()
+        if self.ctl.try_read(self._ctl):
+            self._on_control(self._ctl)
+            work += 1
         if not work:
             now = time.time_ns()
             if now >= self._next_status:
                 self._next_status = now + STATUS_EVERY_NS
+                self._auto_kill(now)
                 self.publish_status()
         return work
 
@@ -198,6 +226,7 @@ class Execution(Actor):
                     t = self._tob[0]
                     if t["bid_px"] and t["ask_px"]:
                         mid = (int(t["bid_px"]) + int(t["ask_px"])) // 2
+                rec["flags"] = STATUS_KILLED_FLAG if self.kill.blocks(p) else 0
                 rec["kind"] = int(RecordKind.POLICY_STATUS)
                 rec["version"] = SCHEMA_VERSION[RecordKind.POLICY_STATUS]
                 rec["symbol"] = sym
@@ -221,13 +250,18 @@ class Execution(Actor):
         if self.stopping:
             reason = RejectReason.SHUTDOWN
         elif kind in (_NEW, _REPLACE):
-            reason = check_filters(
-                words[_W_SYMBOL] >> 32,
-                raw[_B_ORDER_TYPE],
-                words[_W_PRICE],
-                words[_W_QTY],
-                self.instruments,
-            )
+            if self.kill.blocks(p):
+                reason = RejectReason.KILL_SWITCH
+            else:
+                reason = check_filters(
+                    words[_W_SYMBOL] >> 32,
+                    raw[_B_ORDER_TYPE],
+                    words[_W_PRICE],
+                    words[_W_QTY],
+                    self.instruments,
+                )
+                if reason == RejectReason.NONE:
+                    reason = self._check_risk(p, words, raw)
         elif kind != _CANCEL:
             reason = RejectReason.BAD_REQUEST
         if reason == RejectReason.NONE and not self.oms.on_request(self._req[0]):
@@ -248,8 +282,103 @@ class Execution(Actor):
             return
         self._reject(p, reason)
 
+    def _check_risk(self, p: int, words: memoryview, raw: memoryview) -> RejectReason:
+        sym = words[_W_SYMBOL] >> 32
+        side_buy = raw[_B_SIDE] == _BUY
+        same_side = 0
+        n_open = 0
+        for o in self.oms.for_policy(p).values():
+            if o.is_open:
+                n_open += 1
+                if o.symbol == sym and o.is_buy == side_buy:
+                    same_side += o.leaves_qty
+        if raw[0] == _REPLACE:
+            orig = self.oms.get(words[_W_ORIG])
+            if orig is not None and orig.is_open:
+                n_open -= 1
+                if orig.is_buy == side_buy:
+                    same_side -= orig.leaves_qty
+        return self.risk[p].check(
+            side_buy=side_buy,
+            order_type=raw[_B_ORDER_TYPE],
+            price=words[_W_PRICE],
+            qty=words[_W_QTY],
+            position=self.positions.get(p, sym).qty,
+            open_same_side_qty=same_side,
+            open_orders=n_open,
+            mid=self._mid(sym),
+            now_ns=time.time_ns(),
+        )
+
+    def _mid(self, sym: int) -> int:
+        if 0 < sym <= self.symbol_count and self.tob_slots.read(sym - 1, self._tob_raw) > 0:
+            t = self._tob[0]
+            if t["bid_px"] and t["ask_px"]:
+                return (int(t["bid_px"]) + int(t["ask_px"])) // 2
+        return 0
+
+    # -- kill switch ------------------------------------------------------------------
+    def _on_control(self, raw: bytearray) -> None:
+        command = int.from_bytes(raw[32:34], "little")
+        target = int.from_bytes(raw[34:36], "little")
+        policy = None if target == 0 else target - 1
+        if command == CONTROL_KILL:
+            self.engage_kill(policy, "operator")
+        elif command == CONTROL_RESUME:
+            self.kill.resume(policy)
+            self.kill_events.append(f"resumed {'node' if policy is None else f'policy {policy}'}")
+            structlog.get_logger("execution").warning("kill switch lifted", policy=policy)
+            self.publish_status()
+
+    def engage_kill(self, policy: int | None, reason: str) -> None:
+        """Block new orders of the scope and cancel its open orders."""
+        if (policy is None and self.kill.node) or (
+            policy is not None and policy in self.kill.policies
+        ):
+            return
+        self.kill.engage(policy, reason)
+        sent = self.cancel_all(policy)
+        self.kill_events.append(
+            f"kill {'node' if policy is None else f'policy {policy}'}: {reason}"
+        )
+        structlog.get_logger("execution").error(
+            "kill switch engaged", policy=policy, reason=reason, cancels_sent=sent
+        )
+        self.publish_status()
+
+    def _auto_kill(self, now: int) -> None:
+        if self.feed_stale_ns and not self.kill.node:
+            newest = 0
+            for s in range(self.symbol_count):
+                if self.tob_slots.read(s, self._tob_raw) > 0:
+                    newest = max(newest, int(self._tob[0]["ts_pub"]))
+            if newest and now - newest > self.feed_stale_ns:
+                self.engage_kill(None, f"feed stale for {(now - newest) / 1e9:.1f} s")
+        for p in range(self.policies):
+            if p in self.kill.policies:
+                continue
+            storm = self.recent_rejects[p].times
+            if (
+                self.reject_storm
+                and len(storm) >= self.reject_storm
+                and now - storm[0] < 10_000_000_000
+            ):
+                self.engage_kill(p, f"reject storm: {self.reject_storm} rejects within 10 s")
+                continue
+            if self.loss_limit:
+                pnl = 0
+                for sym in range(1, self.symbol_count + 1):
+                    pos = self.positions.get(p, sym)
+                    mid = self._mid(sym)
+                    pnl += pos.realized_pnl + (pos.unrealized_pnl(mid) if mid else 0)
+                if pnl < -self.loss_limit:
+                    self.engage_kill(
+                        p, f"loss limit: PnL {pnl / SCALE:.2f} below -{self.loss_limit / SCALE:.2f}"
+                    )
+
     def _reject(self, p: int, reason: RejectReason, tracked: bool = False) -> None:
         self.rejected += 1
+        self.recent_rejects[p].add(time.time_ns())
         self._count(p, self._req_words[_W_SYMBOL] >> 32, 2)
         req = self._req[0]
         r = self._rej[0]
@@ -302,12 +431,14 @@ class Execution(Actor):
         return work
 
     # -- stop -------------------------------------------------------------------------
-    def cancel_all(self) -> int:
-        """Send a cancel for every open order of the node; returns how many were sent."""
+    def cancel_all(self, policy: int | None = None) -> int:
+        """Send a cancel for every open order of the node (or of one policy)."""
         assert self.orders is not None
         sent = 0
         for order in list(self.oms):
             if not order.is_open or order.status == int(ExecStatus.PENDING_CANCEL):
+                continue
+            if policy is not None and order.policy != policy:
                 continue
             req = self._req[0]
             req["kind"] = _CANCEL

@@ -55,6 +55,11 @@ class Topology:
         return f"{self.prefix}.reports"
 
     @property
+    def ctl(self) -> str:
+        """CONTROL records from operators (``wiresens node kill|resume``) to execution."""
+        return f"{self.prefix}.ctl"
+
+    @property
     def tob(self) -> str:
         return f"{self.prefix}.tob"
 
@@ -68,7 +73,14 @@ class Topology:
         return f"{self.prefix}.tap.{actor}"
 
     def names(self) -> list[str]:
-        out = [self.orders, self.reports, self.tob, self.pstatus, *(self.tap(a) for a in self.taps)]
+        out = [
+            self.orders,
+            self.reports,
+            self.ctl,
+            self.tob,
+            self.pstatus,
+            *(self.tap(a) for a in self.taps),
+        ]
         for p in range(self.policies):
             out += [self.md(p), self.oq(p), self.er(p)]
         return out
@@ -82,6 +94,7 @@ class Topology:
             made.append(Ring.create(self.er(p), ORDER_SLOT, self.order_capacity))
         made.append(Ring.create(self.orders, ORDER_SLOT, self.order_capacity))
         made.append(Ring.create(self.reports, ORDER_SLOT, self.order_capacity))
+        made.append(Ring.create(self.ctl, MARKET_SLOT, 256))
         made.append(
             SeqlockSlots.create(
                 self.tob,

@@ -49,8 +49,10 @@ from typing import Any, Literal
 
 import msgspec
 
-from .errors import ConfigError
+from .errors import ConfigError, FixedPointError
+from .fixedpoint import to_fixed
 from .policy import PolicyObject
+from .risk import RiskLimits
 
 __all__ = [
     "AccountConfig",
@@ -125,9 +127,39 @@ class FeedConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     local: LocalVenueConfig = LocalVenueConfig()
 
 
+class RiskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Pre-trade limits of a policy (quantities and notionals as decimal strings)."""
+
+    max_order_qty: str | None = None
+    """Base-asset quantity of one order, e.g. "0.5"."""
+    max_order_notional: str | None = None
+    """Quote-asset price x quantity of one order, e.g. "50000"."""
+    max_position: str | None = None
+    """Absolute position per symbol, counting open orders on the same side."""
+    max_open_orders: int | None = None
+    price_band_bps: int | None = None
+    """Reject limit prices further than this from the mid (fat finger); 0: off."""
+    max_orders_per_s: int | None = None
+    max_orders_per_10s: int | None = None
+
+
+class KillConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Automatic kill-switch triggers (0 / empty: off)."""
+
+    loss_limit: str | None = None
+    """Per policy: realized + unrealized PnL below minus this (quote asset) kills it."""
+    reject_storm: int = 0
+    """Per policy: this many rejects within 10 s kills it."""
+    feed_stale_s: float = 0.0
+    """Node: no top of book for this long (after the first) kills the node."""
+
+
 class ExecutionConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     cpu: int | None = None
     idle: IdleConfig | None = None
+    risk: RiskConfig = RiskConfig()
+    """Defaults for every policy; a policy's own [policy.risk] overrides key by key."""
+    kill: KillConfig = KillConfig()
 
 
 def _redact_dsn(dsn: str) -> str:
@@ -167,6 +199,7 @@ class PolicyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     """Empty: the first ``[[feed.accounts]]`` (or the local venue's account)."""
     timer_interval_ms: int = 1000
     params: dict[str, Any] = msgspec.field(default_factory=dict)
+    risk: RiskConfig = RiskConfig()
 
 
 class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -737,3 +770,41 @@ def load_credentials(
             stacklevel=2,
         )
     return creds
+
+
+def risk_limits(cfg: NodeConfig, pcfg: PolicyConfig) -> RiskLimits:
+    """The policy's limits: ``[execution.risk]`` overridden key by key by ``[policy.risk]``."""
+    base, own = cfg.execution.risk, pcfg.risk
+    out: dict[str, int] = {}
+    for name in RiskConfig.__struct_fields__:
+        value = getattr(own, name)
+        where = f"policy[{pcfg.name}].risk.{name}"
+        if value is None:
+            value = getattr(base, name)
+            where = f"execution.risk.{name}"
+        if value is None:
+            continue
+        if isinstance(value, str):
+            try:
+                fixed = to_fixed(value)
+            except FixedPointError as exc:
+                raise ConfigError(f"`{where}` = {value!r}: {exc}") from None
+            if fixed <= 0:
+                raise ConfigError(f"`{where}` = {value!r} must be positive")
+            out[name] = fixed
+        else:
+            if value < 0:
+                raise ConfigError(f"`{where}` = {value} must not be negative")
+            out[name] = value
+    return RiskLimits(**out)
+
+
+def kill_loss_limit(cfg: NodeConfig) -> int:
+    """``[execution.kill] loss_limit`` in fixed point (0: off)."""
+    text = cfg.execution.kill.loss_limit
+    if not text:
+        return 0
+    try:
+        return to_fixed(text)
+    except FixedPointError as exc:
+        raise ConfigError(f"`execution.kill.loss_limit` = {text!r}: {exc}") from None

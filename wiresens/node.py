@@ -39,11 +39,17 @@ from wiresens.actors.lifecycle import ActorState
 from wiresens.actors.master import StrategyMaster
 from wiresens.actors.status import StatusBoard
 from wiresens.actors.topology import Topology
-from wiresens.config import NodeConfig, load_credentials
+from wiresens.config import NodeConfig, kill_loss_limit, load_credentials, risk_limits
 from wiresens.errors import ConfigError, ServiceUnavailableError, WiresensError
 from wiresens.fixedpoint import from_fixed
 from wiresens.instruments import InstrumentTable
-from wiresens.records import POLICY_STATUS, TOP_OF_BOOK
+from wiresens.records import (
+    POLICY_STATUS,
+    STATUS_KILLED_FLAG,
+    TOP_OF_BOOK,
+    RecordKind,
+    new_record,
+)
 from wiresens.shm import Ring, SeqlockSlots, process_alive
 
 __all__ = ["Node", "NodeNotRunning", "read_status", "render_status", "stop_node"]
@@ -253,7 +259,13 @@ class Node:
                 cpu=cfg.execution.cpu if cfg.execution.cpu is not None else -1,
                 idle=(cfg.execution.idle.strategy if cfg.execution.idle else idle),
                 log={**log, "actor": "execution"},
-                kwargs=dict(common),
+                kwargs={
+                    **common,
+                    "limits": [risk_limits(cfg, p) for p in cfg.policy],
+                    "loss_limit": kill_loss_limit(cfg),
+                    "reject_storm": cfg.execution.kill.reject_storm,
+                    "feed_stale_s": cfg.execution.kill.feed_stale_s,
+                },
             ),
         ]
         event_dir = Path(cfg.sidecar.event_log_dir)
@@ -429,6 +441,41 @@ def stop_node(run_dir: Path, timeout: float = 60.0) -> int:
     raise ServiceUnavailableError(f"node pid {pid} did not stop in {timeout:.0f} s")
 
 
+def send_control(run_dir: Path, command: int, policy: str | None = None) -> str:
+    """Write a CONTROL record (kill / resume) to the running node's execution actor."""
+    try:
+        manifest = json.loads((run_dir / "node.json").read_text())
+    except (OSError, ValueError):
+        raise NodeNotRunning(f"no running node in {run_dir} (no node.json)") from None
+    target = 0
+    scope = "node"
+    if policy is not None:
+        names = {p["name"]: p["index"] for p in manifest["policies"]}
+        if policy not in names:
+            raise ConfigError(
+                f"no policy {policy!r} in this node; it runs: {', '.join(names) or 'none'}"
+            )
+        target = names[policy] + 1
+        scope = f"policy {policy}"
+    rec = new_record(RecordKind.CONTROL)
+    rec["command"] = command
+    rec["target"] = target
+    rec["ts_pub"] = time.time_ns()
+    ring = Ring.attach(f"{manifest['prefix']}.ctl", None)
+    try:
+        prod = ring.producer()
+        deadline = time.monotonic() + 5
+        while not prod.try_write(memoryview(rec).cast("B")):  # type: ignore[arg-type]
+            if time.monotonic() > deadline:
+                raise ServiceUnavailableError(
+                    "the node's control ring stays full: is execution running?"
+                )
+            time.sleep(0.01)
+    finally:
+        ring.close()
+    return scope
+
+
 # -- status ------------------------------------------------------------------------------
 
 
@@ -519,6 +566,7 @@ def read_status(run_dir: Path) -> dict[str, Any]:
                 {
                     "policy": p["name"],
                     "symbol": manifest["symbols"][s - 1],
+                    "killed": bool(int(r["flags"]) & STATUS_KILLED_FLAG),
                     "open_orders": int(r["open_orders"]),
                     "orders": int(r["orders"]),
                     "fills": int(r["fills"]),
@@ -560,12 +608,13 @@ def render_status(st: dict[str, Any]) -> str:
             )
     lines += [
         "",
-        f"{'POLICY':<10} {'SYMBOL':<9} {'OPEN':>5} {'ORDERS':>7} {'FILLS':>6} {'REJ':>4} "
+        f"{'POLICY':<10} {'':<6} {'SYMBOL':<9} {'OPEN':>5} {'ORDERS':>7} {'FILLS':>6} {'REJ':>4} "
         f"{'POSITION':>12} {'REALIZED':>12} {'UNREALIZED':>12} {'p50us':>7} {'p99us':>7}",
     ]
     for p in st["policies"]:
+        flag = "KILLED" if p.get("killed") else ""
         lines.append(
-            f"{p['policy']:<10} {p['symbol']:<9} {p['open_orders']:>5} {p['orders']:>7} {p['fills']:>6} "
+            f"{p['policy']:<10} {flag:<6} {p['symbol']:<9} {p['open_orders']:>5} {p['orders']:>7} {p['fills']:>6} "
             f"{p['rejects']:>4} {p['position']:>12} {p['realized_pnl']:>12} {p['unrealized_pnl']:>12} "
             f"{p['tick_to_route_p50_us']:>7} {p['tick_to_route_p99_us']:>7}"
         )

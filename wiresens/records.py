@@ -139,6 +139,12 @@ DEPTH_CLEAR_FLAG = 0x4
 # CONTROL commands.
 CONTROL_GATEWAY_CONNECTED = 1
 """Feed -> execution: the WebSocket API session is (re)established; reconcile open orders."""
+CONTROL_KILL = 2
+"""Operator -> execution: engage the kill switch; ``target`` = policy index + 1, 0 = node."""
+CONTROL_RESUME = 3
+"""Operator -> execution: lift the kill switch; ``target`` as for CONTROL_KILL."""
+STATUS_KILLED_FLAG = 0x1
+"""POLICY_STATUS ``flags``: the kill switch blocks this policy (or the whole node)."""
 # Flags of TRADE.
 TRADE_BUYER_MAKER_FLAG = 0x1
 

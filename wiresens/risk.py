@@ -1,24 +1,29 @@
 """Pre-trade checks: plain domain code shared by the execution actor and the back-tester.
 
-Today: the exchange filters of the order's instrument (PRICE_FILTER tick and
-range, LOT_SIZE step and range, NOTIONAL/MIN_NOTIONAL), checked before an order
-leaves the node, so the exchange never sees an order it would reject for them.
-The execution-safety issue adds per-policy and per-account limits, the price
-band, order-rate limits and the kill switch here.
+* :func:`check_filters`: the exchange filters of the order's instrument
+  (PRICE_FILTER tick and range, LOT_SIZE step and range, NOTIONAL/MIN_NOTIONAL),
+  so the exchange never sees an order it would reject for them;
+* :class:`RiskLimits` / :class:`PolicyRisk`: per-policy limits from TOML - order
+  quantity and notional, position per symbol (counting the open orders on that
+  side), open orders, a price band around the mid (fat finger), and order rates
+  per second and per 10 s (kept below the exchange's own limits);
+* :class:`KillState`: the kill switch, node-wide or per policy.
 
 A check returns a :class:`RejectReason` (``NONE`` = pass); it never raises on
-an order, so the caller's loop stays exception-free.
+an order, so the caller's loop stays exception-free. Cancels are never blocked.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
 from .records import SCALE, OrderType, RecordKind
 
-__all__ = ["RejectReason", "check_filters"]
+__all__ = ["KillState", "PolicyRisk", "RateWindow", "RejectReason", "RiskLimits", "check_filters"]
 
 
 class RejectReason(IntEnum):
@@ -38,6 +43,12 @@ class RejectReason(IntEnum):
     EXCHANGE = 11
     KILL_SWITCH = 12
     SHUTDOWN = 13
+    MAX_ORDER_QTY = 14
+    MAX_ORDER_NOTIONAL = 15
+    MAX_POSITION = 16
+    MAX_OPEN_ORDERS = 17
+    PRICE_BAND = 18
+    RATE_LIMIT = 19
 
     @property
     def text(self) -> str:
@@ -59,6 +70,12 @@ _TEXT = {
     RejectReason.EXCHANGE: "rejected by the exchange (see error_code)",
     RejectReason.KILL_SWITCH: "kill switch engaged: no new orders",
     RejectReason.SHUTDOWN: "node is stopping: no new orders",
+    RejectReason.MAX_ORDER_QTY: "quantity above the policy's max_order_qty",
+    RejectReason.MAX_ORDER_NOTIONAL: "price x quantity above the policy's max_order_notional",
+    RejectReason.MAX_POSITION: "a full fill would take the position past max_position",
+    RejectReason.MAX_OPEN_ORDERS: "the policy has max_open_orders open already",
+    RejectReason.PRICE_BAND: "limit price further from the mid than price_band_bps",
+    RejectReason.RATE_LIMIT: "order rate above max_orders_per_s / max_orders_per_10s",
 }
 
 _MARKET = int(OrderType.MARKET)
@@ -98,3 +115,125 @@ def check_filters(
         if notional > inst.max_notional:
             return RejectReason.MAX_NOTIONAL
     return RejectReason.NONE
+
+
+NO_LIMIT = (1 << 63) - 1
+
+
+@dataclass(frozen=True)
+class RiskLimits:
+    """One policy's limits in fixed point (``NO_LIMIT`` / 0 rates = unlimited)."""
+
+    max_order_qty: int = NO_LIMIT
+    max_order_notional: int = NO_LIMIT
+    max_position: int = NO_LIMIT
+    max_open_orders: int = NO_LIMIT
+    price_band_bps: int = 0
+    max_orders_per_s: int = 0
+    max_orders_per_10s: int = 0
+
+
+class RateWindow:
+    """At most ``limit`` events in any ``window_ns``: a ring of the last ``limit`` times."""
+
+    __slots__ = ("limit", "times", "window_ns")
+
+    def __init__(self, limit: int, window_ns: int) -> None:
+        self.limit = limit
+        self.window_ns = window_ns
+        self.times: deque[int] = deque(maxlen=max(1, limit))
+
+    def allows(self, now_ns: int) -> bool:
+        return (
+            not self.limit
+            or len(self.times) < self.limit
+            or now_ns - self.times[0] >= self.window_ns
+        )
+
+    def add(self, now_ns: int) -> None:
+        if self.limit:
+            self.times.append(now_ns)
+
+
+@dataclass
+class PolicyRisk:
+    """The state the limits of one policy are checked against."""
+
+    limits: RiskLimits
+    per_s: RateWindow = field(init=False)
+    per_10s: RateWindow = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.per_s = RateWindow(self.limits.max_orders_per_s, 1_000_000_000)
+        self.per_10s = RateWindow(self.limits.max_orders_per_10s, 10_000_000_000)
+
+    def check(
+        self,
+        *,
+        side_buy: bool,
+        order_type: int,
+        price: int,
+        qty: int,
+        position: int,
+        open_same_side_qty: int,
+        open_orders: int,
+        mid: int,
+        now_ns: int,
+    ) -> RejectReason:
+        """Check one new order; on NONE the order counts against the rate windows."""
+        lim = self.limits
+        if qty > lim.max_order_qty:
+            return RejectReason.MAX_ORDER_QTY
+        ref = price if order_type != _MARKET else mid
+        if ref and ref * qty // SCALE > lim.max_order_notional:
+            return RejectReason.MAX_ORDER_NOTIONAL
+        exposure = (
+            position + open_same_side_qty + qty
+            if side_buy
+            else -position + open_same_side_qty + qty
+        )
+        if exposure > lim.max_position:
+            return RejectReason.MAX_POSITION
+        if open_orders >= lim.max_open_orders:
+            return RejectReason.MAX_OPEN_ORDERS
+        if (
+            lim.price_band_bps
+            and mid
+            and order_type != _MARKET
+            and abs(price - mid) * 10_000 > lim.price_band_bps * mid
+        ):
+            return RejectReason.PRICE_BAND
+        if not (self.per_s.allows(now_ns) and self.per_10s.allows(now_ns)):
+            return RejectReason.RATE_LIMIT
+        self.per_s.add(now_ns)
+        self.per_10s.add(now_ns)
+        return RejectReason.NONE
+
+
+class KillState:
+    """The kill switch: node-wide or per policy, with the reason it was engaged."""
+
+    def __init__(self) -> None:
+        self.node = False
+        self.policies: set[int] = set()
+        self.reasons: dict[int, str] = {}
+
+    def blocks(self, policy: int) -> bool:
+        return self.node or policy in self.policies
+
+    def engage(self, policy: int | None, reason: str) -> None:
+        if policy is None:
+            self.node = True
+            self.reasons[-1] = reason
+        else:
+            self.policies.add(policy)
+            self.reasons[policy] = reason
+
+    def resume(self, policy: int | None) -> None:
+        if policy is None:
+            self.node = False
+            self.policies.clear()
+            self.reasons.clear()
+        else:
+            self.policies.discard(policy)
+            self.reasons.pop(policy, None)

@@ -177,6 +177,46 @@ def test_node_trades_survives_kills_and_stops_cleanly(node: Any) -> None:
         lambda: _policy(read_status(run_dir), "taker")["fills"] > fills,
     )
 
+    # Kill switch from the CLI: the taker's orders are cancelled and blocked, then resumed.
+    cli = [sys.executable, "-m", "wiresens", "node"]
+    out = subprocess.run(
+        [*cli, "kill", "--policy", "taker", "--run-dir", str(run_dir)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    st = _wait(
+        "taker killed", lambda: (s := read_status(run_dir)) and _policy(s, "taker")["killed"] and s
+    )
+    assert not _policy(st, "mm")["killed"]
+    _wait(
+        "taker has no open order",
+        lambda: _policy(read_status(run_dir), "taker")["open_orders"] == 0,
+    )
+    rejects = _policy(read_status(run_dir), "taker")["rejects"]
+    _wait(
+        "taker's new orders rejected",
+        lambda: _policy(read_status(run_dir), "taker")["rejects"] > rejects,
+    )
+    out = subprocess.run(
+        [*cli, "resume", "--policy", "taker", "--run-dir", str(run_dir)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    fills = _wait(
+        "taker resumed",
+        lambda: (s := read_status(run_dir)) and not _policy(s, "taker")["killed"] and s,
+    )
+    fills = _policy(fills, "taker")["fills"]
+    _wait("taker trades again", lambda: _policy(read_status(run_dir), "taker")["fills"] > fills)
+    bad = subprocess.run(
+        [*cli, "kill", "--policy", "nope", "--run-dir", str(run_dir)],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 1 and "no policy 'nope'" in bad.stderr
+
     # Ordered stop: execution cancels every open order and waits for the answers.
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(90) == 0, (run_dir.parent / "node.out").read_text()

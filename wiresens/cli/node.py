@@ -82,3 +82,45 @@ def check(config: str = typer.Option(None, "--config", "-c", help=CONFIG_HELP)) 
         f"{cfg.source}: OK ({len(cfg.policy)} policies, symbols {', '.join(cfg.feed.symbols)}, "
         f"venue {cfg.feed.venue})"
     )
+
+
+@app.command("kill")
+def kill(
+    config: str = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    policy: str = typer.Option(
+        None, "--policy", help="Only this policy (default: the whole node)."
+    ),
+    run_dir: str = typer.Option(None, help="The node's run directory instead of the config's."),
+) -> None:
+    """Kill switch: cancel every open order of the scope and block new ones."""
+    from wiresens.node import send_control
+    from wiresens.records import CONTROL_KILL
+
+    rd = Path(run_dir) if run_dir else _load(config).run_dir
+    try:
+        scope = send_control(rd, CONTROL_KILL, policy)
+    except WiresensError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"kill switch engaged for {scope}; `wiresens node resume` lifts it")
+
+
+@app.command("resume")
+def resume(
+    config: str = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    policy: str = typer.Option(
+        None, "--policy", help="Only this policy (default: the whole node)."
+    ),
+    run_dir: str = typer.Option(None, help="The node's run directory instead of the config's."),
+) -> None:
+    """Lift the kill switch (node-wide, or of one policy)."""
+    from wiresens.node import send_control
+    from wiresens.records import CONTROL_RESUME
+
+    rd = Path(run_dir) if run_dir else _load(config).run_dir
+    try:
+        scope = send_control(rd, CONTROL_RESUME, policy)
+    except WiresensError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"kill switch lifted for {scope}")
