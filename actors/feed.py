@@ -54,16 +54,20 @@ from wiresens.binance.codec import (
 )
 from wiresens.binance.fastdepth import DepthFeed
 from wiresens.binance.orders import OrderEncoder
+from wiresens.binance.ratelimit import RateLimitState
 from wiresens.binance.signing import Ed25519Signer, HmacSigner, ws_payload
 from wiresens.binance.sync import Action
-from wiresens.binance.wire import DECODERS, BookTicker, StreamEnvelope, Trade
+from wiresens.binance.wire import DECODERS, BookTicker, ExchangeInfo, StreamEnvelope, Trade
 from wiresens.instruments import InstrumentTable
 from wiresens.policy import ClOrdIdGen
 from wiresens.records import (
     CONTROL_GATEWAY_CONNECTED,
     EXECUTION_REPORT,
+    ORDER_REQUEST,
     SCHEMA_VERSION,
     TOP_OF_BOOK,
+    ExecStatus,
+    ExecType,
     RecordKind,
     new_record,
 )
@@ -82,6 +86,7 @@ _TRADE = DECODERS[Trade]
 _TOB = int(RecordKind.TOP_OF_BOOK)
 _EXEC = int(RecordKind.EXECUTION_REPORT)
 _QUERY = int(RecordKind.ORDER_QUERY)
+_CANCEL = int(RecordKind.ORDER_CANCEL)
 _REASON_UNKNOWN_ORDER = 9  # wiresens.risk.RejectReason.UNKNOWN_ORDER
 _FIELDS: Any = EXECUTION_REPORT.fields
 _POLICY_BYTE: int = _FIELDS["policy"][1]
@@ -170,7 +175,18 @@ class FeedActor(Actor):
         self._ord = bytearray(128)
         self._ord_raw = memoryview(self._ord)
         self.report_backlog: deque[bytes] = deque()
-        self.unsent: deque[bytes] = deque()
+        self.waiting_cancels: deque[bytes] = deque()
+        self.waiting_orders: deque[bytes] = deque()
+        self.paced = 0
+        self.rate: RateLimitState | None = None
+        self._cxl = np.zeros(1, EXECUTION_REPORT)
+        self._cxl_raw = memoryview(self._cxl).cast("B")  # type: ignore[arg-type]
+        c = self._cxl[0]
+        c["kind"] = _EXEC
+        c["version"] = SCHEMA_VERSION[RecordKind.EXECUTION_REPORT]
+        c["status"] = int(ExecStatus.CANCELED)
+        c["exec_type"] = int(ExecType.CANCELED)
+        c["trade_id"] = -1
         self.api_ws: Any = None
         self.logged_on = False
         self.snapshot_tasks: dict[str, asyncio.Task[None]] = {}
@@ -343,7 +359,21 @@ class FeedActor(Actor):
                 self._report(self._rep_raw)
             return
         resp = parse_ws_response(text, self.stats)
-        if resp is None or not isinstance(resp.id, int):
+        if resp is None:
+            return
+        if self.rate is not None:
+            self.rate.update_from_ws(resp.rateLimits, resp.status)
+            if resp.status in (418, 429):
+                retry = _retry_after_ms(resp)
+                if retry:
+                    self.rate.block_until(retry / 1000, banned=resp.status == 418)
+                self.log.error(
+                    "rate limited by the exchange",
+                    status=resp.status,
+                    headroom=self.rate.headroom(),
+                    retry_after_ms=retry,
+                )
+        if not isinstance(resp.id, int):
             return
         rec = self.encoder.resolve(resp.id)
         if rec is None:
@@ -416,8 +446,6 @@ class FeedActor(Actor):
                     ctl["command"] = CONTROL_GATEWAY_CONNECTED
                     ctl["ts_pub"] = time.time_ns()
                     self._report(bytes(memoryview(ctl).cast("B")) + bytes(64))  # type: ignore[arg-type]
-                    while self.unsent:
-                        await ws.send(self.unsent.popleft(), text=True)
                     async for frame in ws:
                         self.on_api_frame(frame, time.time_ns())
             except (OSError, websockets.WebSocketException, TimeoutError, ConnectionError) as exc:
@@ -429,6 +457,14 @@ class FeedActor(Actor):
             delay = min(delay * 2, 5.0)
 
     async def _order_pump(self) -> None:
+        """Orders from execution to the WebSocket API, paced by the exchange's rate limits.
+
+        Records wait here as records (encoded, with a fresh timestamp, only when sent):
+        cancels and status queries first, never held back by the order-count limits;
+        new orders when the rate-limit state has room. A cancel for an order still
+        waiting here (a disconnect, or pacing) removes both and reports the order
+        CANCELED: it never reached the exchange.
+        """
         raw = self._ord_raw
         pause = 0 if self.spin else 0.0002
         while True:
@@ -436,22 +472,70 @@ class FeedActor(Actor):
             if self.tap.backlog:
                 n += self.tap.flush()
             while self.orders.try_read(raw):
-                frame = self.encoder.encode(raw)
                 n += 1
-                if frame is None:
-                    continue
-                ws = self.api_ws
-                if ws is None:
-                    self.unsent.append(frame)
-                    continue
-                try:
-                    await ws.send(frame, text=True)
-                    self.tap.raw(RawSource.WS_API_OUT, time.time_ns(), b"", frame)
-                    self.orders_sent += 1
-                except websockets.WebSocketException:
-                    self.unsent.append(frame)
+                self._queue_order(bytes(raw))
+            ws = self.api_ws
+            if ws is not None and (self.waiting_cancels or self.waiting_orders):
+                n += await self._send_waiting(ws)
             if not n:
                 await asyncio.sleep(pause)
+
+    def _queue_order(self, rec: bytes) -> None:
+        kind = rec[0]
+        if kind == _CANCEL:
+            orig = int.from_bytes(rec[40:48], "little", signed=True)
+            for i, queued in enumerate(self.waiting_orders):
+                if int.from_bytes(queued[32:40], "little", signed=True) == orig:
+                    del self.waiting_orders[i]
+                    self._report_unsent_cancel(queued)
+                    return
+            self.waiting_cancels.append(rec)
+        elif kind == _QUERY:
+            self.waiting_cancels.append(rec)
+        else:
+            self.waiting_orders.append(rec)
+
+    def _report_unsent_cancel(self, rec: bytes) -> None:
+        r = self._cxl[0]
+        q = np.frombuffer(rec, ORDER_REQUEST)[0]
+        for f in ("symbol", "cl_ord_id", "price", "qty", "side", "policy", "account"):
+            r[f] = q[f]
+        r["ts_recv"] = time.time_ns()
+        self._report(self._cxl_raw)
+
+    async def _send_waiting(self, ws: Any) -> int:
+        sent = 0
+        rate = self.rate
+        while self.waiting_cancels:
+            if rate is not None and rate.banned and rate.should_wait(1, 0) > 0:
+                return sent
+            if not await self._send(ws, self.waiting_cancels[0]):
+                return sent
+            self.waiting_cancels.popleft()
+            sent += 1
+        while self.waiting_orders:
+            if rate is not None and rate.should_wait(1, 1) > 0:
+                self.paced += 1
+                return sent
+            if not await self._send(ws, self.waiting_orders[0]):
+                return sent
+            self.waiting_orders.popleft()
+            if rate is not None:
+                rate.record(1, 1)
+            sent += 1
+        return sent
+
+    async def _send(self, ws: Any, rec: bytes) -> bool:
+        frame = self.encoder.encode(rec)
+        if frame is None:
+            return True
+        try:
+            await ws.send(frame, text=True)
+        except websockets.WebSocketException:
+            return False
+        self.tap.raw(RawSource.WS_API_OUT, time.time_ns(), b"", frame)
+        self.orders_sent += 1
+        return True
 
     # -- the loop ------------------------------------------------------------------------
     def run(self, should_stop: Callable[[], bool], status: StatusWriter | None, idle: str) -> bool:
@@ -464,7 +548,18 @@ class FeedActor(Actor):
             asyncio.run(self._main(should_stop, status))
         return True
 
+    async def _load_rate_limits(self) -> None:
+        try:
+            body = await asyncio.to_thread(_http_get, f"{self.endpoints.rest}/api/v3/exchangeInfo")
+            info = msgspec.json.decode(body, type=ExchangeInfo)
+        except (OSError, msgspec.DecodeError) as exc:
+            self.log.warning("no exchangeInfo rate limits; orders are not paced", error=str(exc))
+            return
+        # 90 %: the rest is left for cancels and for other programs on the same account.
+        self.rate = RateLimitState.from_exchange_info(info, safety=0.9)
+
     async def _main(self, should_stop: Callable[[], bool], status: StatusWriter | None) -> None:
+        await self._load_rate_limits()
         tasks = [
             asyncio.create_task(self._market(), name="market"),
             asyncio.create_task(self._api(), name="ws-api"),
@@ -490,6 +585,16 @@ class FeedActor(Actor):
                     await t
             for st in self.snapshot_tasks.values():
                 st.cancel()
+
+
+def _retry_after_ms(resp: Any) -> int:
+    """``retryAfter`` (epoch ms) from a WebSocket API 429/418 error's ``data``."""
+    data = getattr(resp.error, "data", None) if resp.error is not None else None
+    if isinstance(data, dict):
+        value = data.get("retryAfter")
+        if isinstance(value, int):
+            return value
+    return 0
 
 
 def _http_get(url: str) -> bytes:
