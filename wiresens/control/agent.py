@@ -1,7 +1,7 @@
 """The node's link to the control plane: register, watch desired state, report actual state.
 
-A :class:`NodeAgent` runs an asyncio loop in its own daemon thread inside the node
-process, far from the trading path: the node's supervision loop only calls the cheap,
+A :class:`NodeAgent` runs as a task on the process's control-plane asyncio loop (one
+daemon thread, shared by every agent of the process), far from the trading path: the node's supervision loop only calls the cheap,
 lock-protected accessors (:meth:`~NodeAgent.desired_policies`,
 :meth:`~NodeAgent.pending_commands`, :meth:`~NodeAgent.report`). One *session* is::
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import socket
@@ -42,6 +43,27 @@ _ENC = msgspec.json.Encoder()
 
 class _LeaseLost(Exception):
     pass
+
+
+_loop_lock = threading.Lock()
+_loop_of_pid: dict[int, asyncio.AbstractEventLoop] = {}
+
+
+def _control_loop() -> asyncio.AbstractEventLoop:
+    """The process's one control-plane event loop, in a daemon thread, never closed.
+
+    grpc.aio binds its completion-queue poller to every loop that used it and logs
+    errors when such a loop is closed (grpc/grpc#25364); one shared loop for every agent
+    of a process avoids that, and costs one thread however many agents there are.
+    """
+    pid = os.getpid()
+    with _loop_lock:
+        loop = _loop_of_pid.get(pid)  # keyed by pid: a forked child needs its own
+        if loop is None:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="wiresens-control", daemon=True).start()
+            _loop_of_pid[pid] = loop
+        return loop
 
 
 class NodeAgent:
@@ -98,9 +120,9 @@ class NodeAgent:
         self._sessions = 0
         self._lease_id = 0
         self._started_ns = time.time_ns()
-        self._thread: threading.Thread | None = None
+        self._future: concurrent.futures.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop_event: asyncio.Event | None = None
+        self._stop_event = asyncio.Event()
         self._revoke_on_stop = True
         self._synced = threading.Event()
 
@@ -108,12 +130,11 @@ class NodeAgent:
 
     def start(self) -> NodeAgent:
         """Start the agent's thread; returns at once (etcd may still be unreachable)."""
-        if self._thread is not None:
+        if self._future is not None:
             return self
-        self._thread = threading.Thread(
-            target=self._thread_main, name=f"wiresens-agent-{self.node_name}", daemon=True
-        )
-        self._thread.start()
+        self._loop = _control_loop()
+        self._stop_event = asyncio.Event()
+        self._future = asyncio.run_coroutine_threadsafe(self._main(), self._loop)
         return self
 
     def stop(self, timeout: float = 5.0, *, goodbye: bool = True) -> None:
@@ -124,9 +145,10 @@ class NodeAgent:
         if loop is not None and ev is not None:
             with contextlib.suppress(RuntimeError):  # loop already closed
                 loop.call_soon_threadsafe(ev.set)
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        if self._future is not None:
+            with contextlib.suppress(concurrent.futures.TimeoutError):
+                self._future.result(timeout)
+            self._future = None
 
     def wait_synced(self, timeout: float) -> bool:
         """Block until the first full read of desired state (True) or ``timeout`` (False)."""
@@ -189,16 +211,7 @@ class NodeAgent:
 
     # -- agent thread --------------------------------------------------------------------
 
-    def _thread_main(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._main())
-        finally:
-            loop.close()
-
     async def _main(self) -> None:
-        self._stop_event = asyncio.Event()
         backoff = 0.2
         while not self._stop_event.is_set():
             store = Store(self.endpoint, self.prefix, self.timeout)
@@ -239,7 +252,6 @@ class NodeAgent:
         )
 
     async def _session(self, store: Store) -> None:
-        assert self._stop_event is not None
         await store.ensure_schema()
         lease = await store.grant(self.ttl)
         info = self._info(lease)
@@ -278,11 +290,12 @@ class NodeAgent:
         raise _LeaseLost("a watch ended")
 
     async def _goodbye(self, store: Store, lease: int, info: NodeInfo) -> None:
-        if not self._revoke_on_stop:
-            return
         with contextlib.suppress(Exception):
-            await self._publish(store, info, stopped=True)
-            await store.revoke(lease)
+            # commands the node took must not be delivered again to its next run
+            await self._delete_taken(store)
+            if self._revoke_on_stop:
+                await self._publish(store, info, stopped=True)
+                await store.revoke(lease)
 
     async def _resync(self, store: Store) -> int:
         pols, rev = await store.get_prefix(store.dir("policies"))
@@ -357,20 +370,15 @@ class NodeAgent:
                     self._commands.pop(cid, None)
 
     async def _housekeeping(self, store: Store, lease: int, info: NodeInfo) -> None:
-        assert self._stop_event is not None
         beat = self.ttl / 3.0
         last_report = 0.0
         while True:
             ttl = await store.keepalive(lease)
             if ttl <= 0:
                 raise _LeaseLost(f"lease {lease:x} expired; registering again")
+            await self._delete_taken(store)
             with self._lock:
-                taken = list(self._taken)
                 dirty = self._report_dirty
-            for cid in taken:
-                await store.delete(store.key("commands", self.node_name, cid))
-                with self._lock:
-                    self._taken.discard(cid)
             now = time.monotonic()
             if dirty and now - last_report >= self.report_interval:
                 last_report = now
@@ -380,6 +388,14 @@ class NodeAgent:
                 await asyncio.wait_for(self._stop_event.wait(), wait)
             if self._stop_event.is_set():
                 return
+
+    async def _delete_taken(self, store: Store) -> None:
+        with self._lock:
+            taken = list(self._taken)
+        for cid in taken:
+            await store.delete(store.key("commands", self.node_name, cid))
+            with self._lock:
+                self._taken.discard(cid)
 
     async def _publish(self, store: Store, info: NodeInfo, stopped: bool = False) -> None:
         with self._lock:

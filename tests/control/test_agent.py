@@ -1,0 +1,158 @@
+"""NodeAgent details against the real etcd: ownership, goodbye, once-only commands."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+import msgspec
+import pytest
+
+from wiresens.config import PolicyConfig
+from wiresens.control.agent import NodeAgent
+from wiresens.control.models import SCHEMA_VERSION, Command, PolicyRecord, PolicySpec
+
+from .conftest import wait_until
+
+
+def etcdctl(endpoint: str, *args: str, data: bytes | None = None) -> str:
+    """Direct etcd access with Debian's etcdctl (one grpc event loop per process is what
+    grpc.aio handles cleanly, so the tests do not open their own beside the agents')."""
+    exe = shutil.which("etcdctl")
+    if exe is None:
+        pytest.skip("etcdctl is not installed (scripts/services/install.sh etcd installs it)")
+    proc = subprocess.run(
+        [exe, "--endpoints", endpoint, *args],
+        input=data,
+        capture_output=True,
+        env={**os.environ, "ETCDCTL_API": "3"},
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    return proc.stdout.decode()
+
+
+def put(endpoint: str, key: str, value: bytes) -> None:
+    # `put KEY` with the value on stdin: documents may start with "-"
+    etcdctl(endpoint, "put", key, data=value)
+
+
+def get(endpoint: str, key: str) -> bytes | None:
+    out = etcdctl(endpoint, "get", key, "--print-value-only")
+    return out.rstrip("\n").encode() if out else None
+
+
+def put_policy(endpoint: str, prefix: str, spec: PolicySpec | None, name: str = "") -> None:
+    key = f"{prefix}/policies/{spec.name if spec else name}"
+    if spec is None:
+        etcdctl(endpoint, "del", key)
+    else:
+        put(endpoint, key, msgspec.json.encode(PolicyRecord(spec=spec)))
+
+
+@pytest.fixture
+def agents(etcd_endpoint: str, prefix: str) -> Iterator[dict[str, NodeAgent]]:
+    out = {n: NodeAgent(etcd_endpoint, prefix, n, ttl=2).start() for n in ("b", "c")}
+    for a in out.values():
+        assert a.wait_synced(20), a.status()
+    yield out
+    for a in out.values():
+        a.stop()
+
+
+def names(agent: NodeAgent) -> list[str]:
+    return [p.name for p in agent.desired_policies() or []]
+
+
+def test_policies_follow_their_node(
+    etcd_endpoint: str, prefix: str, agents: dict[str, NodeAgent]
+) -> None:
+    b, c = agents["b"], agents["c"]
+    put_policy(etcd_endpoint, prefix, PolicySpec(name="p1", cls="m:C", node="b"))
+    put_policy(etcd_endpoint, prefix, PolicySpec(name="p2", cls="m:C", node="c"))
+    wait_until(lambda: names(b) == ["p1"] and names(c) == ["p2"], 20, "p1 on b, p2 on c")
+    # moving p1 to c takes it away from b
+    put_policy(etcd_endpoint, prefix, PolicySpec(name="p1", cls="m:C", node="c"))
+    wait_until(lambda: names(b) == [] and names(c) == ["p1", "p2"], 20, "p1 moved to c")
+    put_policy(etcd_endpoint, prefix, None, name="p2")
+    wait_until(lambda: names(c) == ["p1"], 20, "p2 deleted")
+    # disabled stays listed (the node stops it) with enabled = False
+    put_policy(etcd_endpoint, prefix, PolicySpec(name="p1", cls="m:C", node="c", enabled=False))
+    wait_until(lambda: [p.enabled for p in c.desired_policies() or []] == [False], 20, "disabled")
+
+
+def test_goodbye_and_once_only_commands(etcd_endpoint: str, prefix: str) -> None:
+    cmd = Command(id="00000000000000000001-abc", kind="restart", node="d", actor="feed")
+    put(etcd_endpoint, f"{prefix}/commands/d/{cmd.id}", msgspec.json.encode(cmd))
+    agent = NodeAgent(etcd_endpoint, prefix, "d", ttl=2).start()
+    try:
+        assert agent.wait_synced(20)
+        assert agent.pending_commands() == [cmd]
+        assert agent.pending_commands() == []
+    finally:
+        agent.stop()
+    # a goodbye revokes the lease at once and marks the node Stopped; the taken command
+    # was deleted, so the node's next run does not get it again
+    assert get(etcd_endpoint, f"{prefix}/nodes/d") is None
+    state = get(etcd_endpoint, f"{prefix}/nodestate/d")
+    assert state is not None and msgspec.json.decode(state)["stopped"] is True
+    assert get(etcd_endpoint, f"{prefix}/commands/d/{cmd.id}") is None
+    again = NodeAgent(etcd_endpoint, prefix, "d", ttl=2).start()
+    try:
+        assert again.wait_synced(20)
+        assert again.pending_commands() == []
+    finally:
+        again.stop()
+
+
+def test_schema_key(etcd_endpoint: str, prefix: str) -> None:
+    agent = NodeAgent(etcd_endpoint, prefix, "e", ttl=2).start()
+    try:
+        assert agent.wait_synced(20)
+    finally:
+        agent.stop()
+    assert get(etcd_endpoint, f"{prefix}/schema") == str(SCHEMA_VERSION).encode()
+    # a layout this code does not speak is refused, not misread
+    put(etcd_endpoint, f"{prefix}/schema", b"99")
+    agent = NodeAgent(etcd_endpoint, prefix, "e", ttl=2).start()
+    try:
+        wait_until(lambda: "schema 99" in agent.status().last_error, 20, "the schema refusal")
+        assert not agent.status().desired_known
+    finally:
+        agent.stop()
+
+
+def test_status_before_etcd_answers() -> None:
+    # nothing listens on port 1: the agent is not synced, desired state unknown (None)
+    agent = NodeAgent("127.0.0.1:1", "/x", "z", timeout=0.5).start()
+    try:
+        wait_until(lambda: bool(agent.status().last_error), 20, "the first failed session")
+        st = agent.status()
+        assert not st.connected and not st.desired_known
+        assert agent.desired_policies() is None
+        assert "127.0.0.1:1 is unreachable" in st.last_error
+    finally:
+        agent.stop()
+
+
+def test_spec_converts_to_the_node_config_table() -> None:
+    spec = PolicySpec(
+        name="mm",
+        cls="examples/market_maker.py:MarketMaker",
+        node="b",
+        cpu=1,
+        symbols=["BTCUSDT"],
+        params={"spread_bps": 5},
+        enabled=False,
+    )
+    cfg = msgspec.convert(spec.config_fields(), PolicyConfig)
+    assert (cfg.name, cfg.cls, cfg.cpu, cfg.symbols, cfg.params) == (
+        "mm",
+        "examples/market_maker.py:MarketMaker",
+        1,
+        ["BTCUSDT"],
+        {"spread_bps": 5},
+    )
