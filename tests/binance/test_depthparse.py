@@ -339,7 +339,7 @@ def _streams() -> list[tuple[str, bytes, list[bytes]]]:
 def _run_feed(market: str, snap: bytes, diffs: list[bytes], batch: int, compiled: bool) -> Any:
     feed = DepthFeed(market, "X", batch=batch, compiled=compiled)  # type: ignore[arg-type]
     # A few diffs before the snapshot (buffered, replayed on load), then the rest.
-    actions = [feed.on_diff(m) for m in diffs[:3]]
+    actions: list[object] = [feed.on_diff(m) for m in diffs[:3]]
     feed.on_snapshot(snap)
     for m in diffs[3:]:
         actions.append(feed.on_diff(m))
