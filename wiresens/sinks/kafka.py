@@ -147,8 +147,7 @@ class KafkaSink:
         try:
             await asyncio.wait_for(producer.start(), self.timeout_s)
         except (KafkaError, OSError, TimeoutError) as exc:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(producer.stop(), 5)
+            await _stop(producer, 1.0)
             raise ServiceUnavailableError(
                 f"Kafka at {self.bootstrap} is unreachable ({type(exc).__name__}: {exc}); "
                 "check the broker address and that it runs; the sink retries"
@@ -160,8 +159,7 @@ class KafkaSink:
         """Flush and stop the producer (bounded: an unreachable broker is abandoned)."""
         producer, self._producer = self._producer, None
         if producer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(producer.stop(), 5)
+            await _stop(producer, 5.0)
 
     # -- writing ----------------------------------------------------------------------
 
@@ -188,9 +186,8 @@ class KafkaSink:
     async def _abandon(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
-            # stop() would first try to flush to the unreachable broker.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(producer.stop(), 1)
+            # stop() would first try to flush to the unreachable broker: give it a second.
+            await _stop(producer, 1.0)
 
     async def _partitions_of(self, topic: str) -> list[int]:
         parts = self._partitions.get(topic)
@@ -277,3 +274,19 @@ class KafkaSink:
         if futures:
             await asyncio.gather(*futures)
         self.messages += sent
+
+
+async def _stop(producer: Any, timeout_s: float) -> None:
+    """Stop ``producer`` within about ``timeout_s``; past that, drop its sender and
+    connections without flushing (their records are re-sent by the runner's retry)."""
+    try:
+        await asyncio.wait_for(producer.stop(), timeout_s)
+        return
+    except Exception:
+        pass
+    sender = getattr(producer, "_sender", None)
+    if sender is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(sender.close(), 1.0)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(producer.client.close(), 1.0)
