@@ -104,8 +104,8 @@ class Store:
     def _down(self, exc: BaseException) -> EtcdUnavailable:
         detail = str(exc).strip() or type(exc).__name__
         return EtcdUnavailable(
-            f"etcd at {self.endpoint} is unreachable ({detail}); start it (the test suite "
-            "does with scripts/services/etcd.sh) or pass the right --etcd HOST:PORT"
+            f"etcd at {self.endpoint} is unreachable ({detail}); start etcd there "
+            "(`systemctl start etcd`) or point --etcd at the right HOST:PORT"
         )
 
     async def close(self) -> None:
