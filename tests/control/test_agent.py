@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from wiresens.config import PolicyConfig
 from wiresens.control.agent import NodeAgent
@@ -156,3 +158,41 @@ def test_spec_converts_to_the_node_config_table() -> None:
         ["BTCUSDT"],
         {"spread_bps": 5},
     )
+
+
+names_st = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,20}", fullmatch=True)
+json_leaf = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=10)
+params_st = st.dictionaries(
+    st.text(min_size=1, max_size=8),
+    st.recursive(
+        json_leaf,
+        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+        max_leaves=6,
+    ),
+    max_size=4,
+)
+
+
+@given(
+    name=names_st,
+    node=names_st,
+    cpu=st.none() | st.integers(0, 4095),
+    symbols=st.lists(st.from_regex(r"[A-Z0-9]{2,20}", fullmatch=True), max_size=4),
+    params=params_st,
+    enabled=st.booleans(),
+)
+def test_spec_round_trips_and_converts(
+    name: str,
+    node: str,
+    cpu: int | None,
+    symbols: list[str],
+    params: dict[str, object],
+    enabled: bool,
+) -> None:
+    spec = PolicySpec(
+        name=name, cls="m:C", node=node, cpu=cpu, symbols=symbols, params=params, enabled=enabled
+    )
+    rec = PolicyRecord(spec=spec, generation=3)
+    assert msgspec.json.decode(msgspec.json.encode(rec), type=PolicyRecord) == rec
+    cfg = msgspec.convert(spec.config_fields(), PolicyConfig)
+    assert (cfg.name, cfg.cpu, cfg.symbols, cfg.params) == (name, cpu, symbols, params)

@@ -190,6 +190,17 @@ def test_apply_reaches_the_right_node_and_a_dead_node_is_lost(
     wait_until(lambda: bool(got.extend(agent_b.pending_commands()) or got), 20, "resume command")
     assert [c.kind for c in got] == ["resume"]
 
+    # a policy's switch covers that policy only
+    r = cli(apiserver, "kill", "--policy", "mm")
+    assert r.exit_code == 0 and "kill policy:mm; told b" in r.stdout, r.output
+    wait_until(lambda: agent_b.killed("mm"), 20, "mm's kill switch")
+    assert not agent_b.killed() and not agent_b.killed("other")
+    assert [s["scope"] for s in cli_json(apiserver, "get", "switches")] == ["policy:mm"]
+    assert cli(apiserver, "resume", "--policy", "mm").exit_code == 0
+    wait_until(lambda: not agent_b.killed("mm"), 20, "mm's kill switch lifted")
+    r = cli(apiserver, "resume", "--policy", "mm")
+    assert r.exit_code == 2 and "no kill switch 'policy:mm'" in r.stderr
+
     r = cli(apiserver, "delete", "policy", "mm")
     assert r.exit_code == 0, r.output
     wait_until(lambda: agent_b.desired_policies() == [], 20, "b to drop mm")

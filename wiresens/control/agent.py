@@ -38,7 +38,14 @@ from .store import Store
 
 __all__ = ["NodeAgent"]
 
-_ENC = msgspec.json.Encoder()
+
+def _fallback(obj: Any) -> Any:
+    # a report may carry numpy scalars or paths; it must never break the session
+    item = getattr(obj, "item", None)
+    return item() if callable(item) else str(obj)
+
+
+_ENC = msgspec.json.Encoder(enc_hook=_fallback)
 
 
 class _LeaseLost(Exception):
