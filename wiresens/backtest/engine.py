@@ -1,0 +1,882 @@
+"""The event-driven back-test loop: replayed market, simulated venue, the real policy.
+
+Two clocks run through one merged timeline (nanoseconds)::
+
+    exchange side (ts_exch)                         policy side (local time)
+    market event i applied to the venue book ─feed latency─► deliver_book / deliver_trade
+    resting orders: queue, trade-through, cross        │ buy/sell/cancel/replace
+    request arrives, matched (NEW/TRADE/...) ◄─entry latency─ sink (risk: check_filters)
+    execution report ─────────────response latency──► deliver_execution (OMS, positions)
+
+At one instant the venue side goes first (market event, then order arrivals), then
+reports, the timer, and last the policy's market delivery. The policy is the same
+:class:`~wiresens.policy.PolicyObject` the node runs; its requests pass the same
+pre-trade check as in the execution actor (:func:`wiresens.risk.check_filters`) and it
+keeps its books through the same OMS and position code. ``on_book`` is called only when
+the top of book changed, with a :class:`~wiresens.policy.TopOfBook` updated in place.
+
+The venue: market levels are the replayed book; a request that crosses takes them
+(walking levels up to its limit; taken quantity stays taken until the market next sets
+that price, as on the built-in venue), the remainder rests behind the displayed
+quantity (see :mod:`.queue`). ``LIMIT_MAKER`` that would take is rejected (-2010),
+``IOC`` expires its remainder, ``FOK`` fills whole or expires, ``MARKET`` takes up to its
+quantity. Cancel and cancel-replace act on the order at the venue; an order no longer
+there gives a reject (-2011). Fees per :mod:`.fees`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from wiresens.config import load_policy_class
+from wiresens.fixedpoint import SCALE
+from wiresens.instruments import InstrumentTable
+from wiresens.policy import ClOrdIdGen, PolicyContext, PolicyObject, TopOfBook
+from wiresens.records import (
+    EXECUTION_REPORT,
+    ORDER_REQUEST,
+    SCHEMA_VERSION,
+    TRADE,
+    ExecStatus,
+    ExecType,
+    OrderType,
+    RecordKind,
+    Side,
+    TimeInForce,
+)
+from wiresens.risk import RejectReason, check_filters
+
+from .config import BacktestConfig
+from .data import RESET, MarketData
+from .fees import FeeSchedule
+from .latency import EntryLatency, feed_times
+from .queue import make_queue_model
+
+__all__ = ["Simulation"]
+
+_BIG = 1 << 62
+_SYM = 1  # the replayed symbol's index in the instrument table
+
+
+def _off(dtype: np.dtype[Any], name: str, size: int) -> int:
+    off: int = dtype.fields[name][1]  # type: ignore[index]
+    assert off % size == 0
+    return off // size
+
+
+# ORDER_REQUEST words and bytes.
+_RQ = {f: _off(ORDER_REQUEST, f, 8) for f in ("cl_ord_id", "orig_cl_ord_id", "price", "qty")}
+_RB = {f: _off(ORDER_REQUEST, f, 1) for f in ("kind", "side", "order_type", "tif")}
+_RI_SYMBOL = _off(ORDER_REQUEST, "symbol", 4)
+# EXECUTION_REPORT words and bytes.
+_E8 = [
+    _off(EXECUTION_REPORT, f, 8)
+    for f in (
+        "cl_ord_id",
+        "orig_cl_ord_id",
+        "exch_order_id",
+        "trade_id",
+        "price",
+        "qty",
+        "last_px",
+        "last_qty",
+        "cum_qty",
+        "cum_quote",
+        "commission",
+        "ts_exch",
+        "ts_recv",
+        "ts_pub",
+    )
+]
+_EB_SIDE = _off(EXECUTION_REPORT, "side", 1)
+_EB_STATUS = _off(EXECUTION_REPORT, "status", 1)
+_EB_EXEC = _off(EXECUTION_REPORT, "exec_type", 1)
+_EB_REASON = _off(EXECUTION_REPORT, "reason", 1)
+_EH_ERR = _off(EXECUTION_REPORT, "error_code", 2)
+# TRADE words.
+_TQ_TS_EXCH, _TQ_TS_RECV = _off(TRADE, "ts_exch", 8), _off(TRADE, "ts_recv", 8)
+_TQ_ID, _TQ_PX, _TQ_QTY = (_off(TRADE, f, 8) for f in ("trade_id", "price", "qty"))
+_TH_FLAGS = _off(TRADE, "flags", 2)
+
+_NEW, _CANCEL, _REPLACE = (
+    int(RecordKind.ORDER_NEW),
+    int(RecordKind.ORDER_CANCEL),
+    int(RecordKind.ORDER_REPLACE),
+)
+_BUY = int(Side.BUY)
+_MARKET, _LIMIT_MAKER = int(OrderType.MARKET), int(OrderType.LIMIT_MAKER)
+_IOC, _FOK = int(TimeInForce.IOC), int(TimeInForce.FOK)
+S_NEW, S_PART, S_FILLED = (
+    int(ExecStatus.NEW),
+    int(ExecStatus.PARTIALLY_FILLED),
+    int(ExecStatus.FILLED),
+)
+S_CANCELED, S_REJECTED, S_EXPIRED = (
+    int(ExecStatus.CANCELED),
+    int(ExecStatus.REJECTED),
+    int(ExecStatus.EXPIRED),
+)
+X_NEW, X_CANCELED, X_REJECTED = int(ExecType.NEW), int(ExecType.CANCELED), int(ExecType.REJECTED)
+X_TRADE, X_EXPIRED = int(ExecType.TRADE), int(ExecType.EXPIRED)
+
+FILL_DTYPE = np.dtype(
+    [
+        ("ts", "<i8"),
+        ("cl_ord_id", "<i8"),
+        ("side", "u1"),
+        ("maker", "u1"),
+        ("price", "<i8"),
+        ("qty", "<i8"),
+        ("fee", "<i8"),
+    ]
+)
+"""One fill at the venue (``ts`` exchange time; ``side`` 1 buy, 2 sell; fixed point)."""
+
+SAMPLE_DTYPE = np.dtype(
+    [
+        ("ts", "<i8"),
+        ("mid", "<i8"),
+        ("position", "<i8"),
+        ("equity", "<i8"),
+        ("fees", "<i8"),
+        ("volume", "<i8"),
+    ]
+)
+"""Equity sample: ``equity`` is cash + position x mid - fees (fixed point quote)."""
+
+
+class _Clock:
+    __slots__ = ("now",)
+
+    def __init__(self) -> None:
+        self.now = 0
+
+    def __call__(self) -> int:
+        return self.now
+
+
+class _SimOrder:
+    __slots__ = (
+        "ahead",
+        "cid",
+        "cum_qty",
+        "cum_quote",
+        "exch_id",
+        "leaves",
+        "price",
+        "qty",
+        "side",
+    )
+
+    def __init__(self, cid: int, exch_id: int, side: int, price: int, qty: int) -> None:
+        self.cid = cid
+        self.exch_id = exch_id
+        self.side = side
+        self.price = price
+        self.qty = qty
+        self.leaves = qty
+        self.cum_qty = 0
+        self.cum_quote = 0
+        self.ahead = 0
+
+
+class _Sink:
+    """The policy's OrderSink: pre-trade check, then the request travels to the venue."""
+
+    __slots__ = ("sim",)
+
+    def __init__(self, sim: Simulation) -> None:
+        self.sim = sim
+
+    def try_submit(self, record: memoryview) -> bool:
+        self.sim.submit(bytes(record))
+        return True
+
+
+class Simulation:
+    """One back-test run over preloaded :class:`~wiresens.backtest.data.MarketData`.
+
+    Build it, call :meth:`run`, read the arrays it leaves (``fills``, ``samples``) and
+    the counters. ``progress(done, total)`` is called every 65,536 events.
+    """
+
+    def __init__(
+        self,
+        cfg: BacktestConfig,
+        md: MarketData,
+        policy_factory: Callable[[PolicyContext], PolicyObject] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.md = md
+        self.fees = FeeSchedule(cfg.fees.maker_bps, cfg.fees.taker_bps)
+        self.queue = make_queue_model(cfg.queue.model, cfg.queue.power)
+        self.entry = EntryLatency(cfg.latency, cfg.seed)
+        self.response_ns = cfg.latency.response_ns
+        self.instruments = InstrumentTable([cfg.instrument.instrument()])
+        # check_filters indexes by the records' 1-based symbol; slot 0 is None.
+        self._risk_table: list[Any] = [None, cfg.instrument.instrument()]
+        self.local_ns = cfg.latency.local_ns
+        self.clock = _Clock()
+        ctx = PolicyContext(
+            policy_id=cfg.policy.policy_id,
+            name=cfg.policy.name,
+            sink=_Sink(self),
+            instruments=self.instruments,  # type: ignore[arg-type]
+            symbols=[_SYM],
+            account=cfg.policy.account,
+            clock=self.clock,
+        )
+        if policy_factory is None:
+            cls = load_policy_class(cfg.policy.class_, cfg.base_dir)
+            params = msgspec.convert(cfg.policy.params, cls.Params)
+            self.policy: PolicyObject = cls(params, ctx)
+        else:
+            self.policy = policy_factory(ctx)
+        # Client order ids embed the start second: take the data's, not the wall clock's,
+        # so two runs of the same inputs produce the same ids (determinism).
+        start_s = int(md.ts_exch[0]) // 1_000_000_000 if len(md) else 0
+        self.policy._ids = ClOrdIdGen(cfg.policy.policy_id, now_s=start_s)
+        # Venue state.
+        self.bids: dict[int, int] = {}
+        self.asks: dict[int, int] = {}
+        self.rest_b: dict[int, list[_SimOrder]] = {}
+        self.rest_a: dict[int, list[_SimOrder]] = {}
+        self.traded_b: dict[int, int] = {}
+        self.traded_a: dict[int, int] = {}
+        self.by_cid: dict[int, _SimOrder] = {}
+        self.best_bid = 0
+        self.best_ask = 0
+        self.arrivals: list[tuple[int, int, bytes]] = []
+        self.reports: list[tuple[int, int, tuple[int, ...]]] = []
+        self.seq = 0
+        self.exch_seq = 0
+        self.trade_seq = 0
+        self.now_exch = 0
+        # Results.
+        self.fills: list[tuple[int, int, int, int, int, int, int]] = []
+        self.samples: list[tuple[int, int, int, int, int, int]] = []
+        self.position = 0
+        self.cash_raw = 0  # quote x 1e16: exact
+        self.fee_total = 0
+        self.volume = 0
+        self.orders_sent = 0
+        self.cancels_sent = 0
+        self.replaces_sent = 0
+        self.risk_rejects = 0
+        self.venue_rejects = 0
+        self.sent_qty = 0
+        self.book_calls = 0
+        self.trade_calls = 0
+        self.events = 0
+        self.run_s = 0.0
+        # Preallocated records handed to the policy.
+        self._er = np.zeros(1, EXECUTION_REPORT)
+        self._er["kind"] = int(RecordKind.EXECUTION_REPORT)
+        self._er["version"] = SCHEMA_VERSION[RecordKind.EXECUTION_REPORT]
+        self._er["symbol"] = _SYM
+        self._er["policy"] = cfg.policy.policy_id
+        self._er["account"] = cfg.policy.account
+        self._er_void = self._er[0]
+        self._er_b = memoryview(self._er).cast("B")  # type: ignore[arg-type]
+        self._er_q = self._er_b.cast("q")
+        self._er_h = self._er_b.cast("h")
+        self._tr = np.zeros(1, TRADE)
+        self._tr["kind"] = int(RecordKind.TRADE)
+        self._tr["version"] = SCHEMA_VERSION[RecordKind.TRADE]
+        self._tr["symbol"] = _SYM
+        self._tr_void = self._tr[0]
+        trb = memoryview(self._tr).cast("B")  # type: ignore[arg-type]
+        self._tr_q = trb.cast("q")
+        self._tr_h = trb.cast("H")
+
+    # -- the policy side ---------------------------------------------------------------
+
+    def submit(self, rec: bytes) -> None:
+        """An ORDER_REQUEST from the policy at local time ``clock.now``."""
+        w = memoryview(rec).cast("q")
+        kind = rec[_RB["kind"]]
+        now = self.clock.now
+        if kind in (_NEW, _REPLACE):
+            if kind == _NEW:
+                self.orders_sent += 1
+            else:
+                self.replaces_sent += 1
+            reason = check_filters(
+                memoryview(rec).cast("I")[_RI_SYMBOL],
+                rec[_RB["order_type"]],
+                w[_RQ["price"]],
+                w[_RQ["qty"]],
+                self._risk_table,
+            )
+            if reason != RejectReason.NONE:
+                # Execution rejects locally: a ring hop back, no venue round trip.
+                self.risk_rejects += 1
+                self._report(
+                    now,
+                    now + self.local_ns,
+                    w[_RQ["cl_ord_id"]],
+                    w[_RQ["orig_cl_ord_id"]],
+                    0,
+                    rec[_RB["side"]],
+                    w[_RQ["price"]],
+                    w[_RQ["qty"]],
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    S_REJECTED,
+                    X_REJECTED,
+                    int(reason),
+                    0,
+                )
+                return
+            self.sent_qty += w[_RQ["qty"]]
+        else:
+            self.cancels_sent += 1
+        self.seq += 1
+        heapq.heappush(self.arrivals, (self.entry.arrival(now), self.seq, rec))
+
+    def _report(
+        self,
+        ts_exch: int,
+        deliver: int,
+        cid: int,
+        orig: int,
+        exch_id: int,
+        side: int,
+        price: int,
+        qty: int,
+        trade_id: int,
+        last_px: int,
+        last_qty: int,
+        cum_qty: int,
+        cum_quote: int,
+        commission: int,
+        status: int,
+        exec_type: int,
+        reason: int,
+        err: int,
+    ) -> None:
+        self.seq += 1
+        heapq.heappush(
+            self.reports,
+            (
+                deliver,
+                self.seq,
+                (
+                    cid,
+                    orig,
+                    exch_id,
+                    trade_id,
+                    price,
+                    qty,
+                    last_px,
+                    last_qty,
+                    cum_qty,
+                    cum_quote,
+                    commission,
+                    ts_exch,
+                    deliver,
+                    deliver,
+                    side,
+                    status,
+                    exec_type,
+                    reason,
+                    err,
+                ),
+            ),
+        )
+
+    def _deliver_report(self, fields: tuple[int, ...]) -> None:
+        q = self._er_q
+        for i in range(14):
+            q[_E8[i]] = fields[i]
+        b = self._er_b
+        b[_EB_SIDE] = fields[14]
+        b[_EB_STATUS] = fields[15]
+        b[_EB_EXEC] = fields[16]
+        b[_EB_REASON] = fields[17]
+        self._er_h[_EH_ERR] = fields[18]
+        self.clock.now = fields[12]
+        self.policy.deliver_execution(self._er_void, b)
+
+    # -- the venue side ----------------------------------------------------------------
+
+    def _fill(self, o: _SimOrder, qty: int, px: int, maker: bool, ts: int) -> None:
+        fee = self.fees.commission(qty, px, maker)
+        o.leaves -= qty
+        o.cum_qty += qty
+        o.cum_quote += qty * px // SCALE
+        self.trade_seq += 1
+        self.fills.append((ts, o.cid, o.side, int(maker), px, qty, fee))
+        if o.side == _BUY:
+            self.position += qty
+            self.cash_raw -= qty * px
+        else:
+            self.position -= qty
+            self.cash_raw += qty * px
+        self.fee_total += fee
+        self.volume += qty * px // SCALE
+        status = S_FILLED if o.leaves == 0 else S_PART
+        self._report(
+            ts,
+            ts + self.response_ns,
+            o.cid,
+            0,
+            o.exch_id,
+            o.side,
+            o.price,
+            o.qty,
+            self.trade_seq,
+            px,
+            qty,
+            o.cum_qty,
+            o.cum_quote,
+            fee,
+            status,
+            X_TRADE,
+            0,
+            0,
+        )
+
+    def _unrest(self, o: _SimOrder) -> None:
+        rest = self.rest_b if o.side == _BUY else self.rest_a
+        lst = rest.get(o.price)
+        if lst is not None:
+            lst.remove(o)
+            if not lst:
+                del rest[o.price]
+                (self.traded_b if o.side == _BUY else self.traded_a).pop(o.price, None)
+        self.by_cid.pop(o.cid, None)
+
+    def _fill_resting_all(self, o: _SimOrder, ts: int) -> None:
+        self._fill(o, o.leaves, o.price, True, ts)
+        self._unrest(o)
+
+    def _cross_check(self, ts: int) -> None:
+        """The market moved onto resting orders: they trade as makers at their price."""
+        ba = self.best_ask
+        if ba and self.rest_b:
+            for p in [p for p in self.rest_b if p >= ba]:
+                for o in list(self.rest_b[p]):
+                    self._fill_resting_all(o, ts)
+        bb = self.best_bid
+        if bb and self.rest_a:
+            for p in [p for p in self.rest_a if p <= bb]:
+                for o in list(self.rest_a[p]):
+                    self._fill_resting_all(o, ts)
+
+    def _level_changed(
+        self, rest: dict[int, list[_SimOrder]], traded: dict[int, int], p: int, old: int, new: int
+    ) -> None:
+        dec = old - new
+        t = traded.pop(p, 0)
+        if dec <= 0:
+            return
+        cancelled = dec - t
+        if cancelled <= 0:
+            return
+        for o in rest[p]:
+            o.ahead = self.queue.on_cancel(o.ahead, old - t, cancelled, new)
+
+    def _on_trade(self, px: int, qty: int, buyer_maker: int, ts: int) -> None:
+        # The seller took when the buyer was the maker: the trade hit the bids.
+        if buyer_maker:
+            rest, traded, through = self.rest_b, self.traded_b, [p for p in self.rest_b if p > px]
+        else:
+            rest, traded, through = self.rest_a, self.traded_a, [p for p in self.rest_a if p < px]
+        for p in through:
+            for o in list(rest[p]):
+                self._fill_resting_all(o, ts)
+        lst = rest.get(px)
+        if lst is None:
+            return
+        traded[px] = traded.get(px, 0) + qty
+        avail = qty
+        for o in list(lst):
+            if o.ahead >= avail:
+                o.ahead -= avail
+                break
+            avail -= o.ahead
+            o.ahead = 0
+            f = min(avail, o.leaves)
+            if f:
+                avail -= f
+                self._fill(o, f, o.price, True, ts)
+                if o.leaves == 0:
+                    self._unrest(o)
+            if avail <= 0:
+                break
+
+    def _arrive(self, rec: bytes, ts: int) -> None:
+        w = memoryview(rec).cast("q")
+        kind = rec[_RB["kind"]]
+        cid = w[_RQ["cl_ord_id"]]
+        orig = w[_RQ["orig_cl_ord_id"]]
+        side = rec[_RB["side"]]
+        back = ts + self.response_ns
+        if kind in (_CANCEL, _REPLACE):
+            o = self.by_cid.get(orig)
+            if o is None:
+                self.venue_rejects += 1
+                self._report(
+                    ts,
+                    back,
+                    cid,
+                    orig,
+                    0,
+                    side,
+                    w[_RQ["price"]],
+                    w[_RQ["qty"]],
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    S_REJECTED,
+                    X_REJECTED,
+                    int(RejectReason.UNKNOWN_ORDER),
+                    -2011,
+                )
+                return
+            self._unrest(o)
+            if kind == _CANCEL:
+                self._report(
+                    ts,
+                    back,
+                    cid,
+                    orig,
+                    o.exch_id,
+                    o.side,
+                    o.price,
+                    o.qty,
+                    0,
+                    0,
+                    0,
+                    o.cum_qty,
+                    o.cum_quote,
+                    0,
+                    S_CANCELED,
+                    X_CANCELED,
+                    0,
+                    0,
+                )
+                return
+            self._report(
+                ts,
+                back,
+                orig,
+                0,
+                o.exch_id,
+                o.side,
+                o.price,
+                o.qty,
+                0,
+                0,
+                0,
+                o.cum_qty,
+                o.cum_quote,
+                0,
+                S_CANCELED,
+                X_CANCELED,
+                0,
+                0,
+            )
+        self._new(rec, w, cid, side, ts, back)
+
+    def _new(self, rec: bytes, w: memoryview, cid: int, side: int, ts: int, back: int) -> None:
+        otype = rec[_RB["order_type"]]
+        tif = rec[_RB["tif"]]
+        px = w[_RQ["price"]]
+        qty = w[_RQ["qty"]]
+        buy = side == _BUY
+        book = self.asks if buy else self.bids
+        if otype == _MARKET:
+            px = _BIG if buy else 0
+        crossing = (
+            sorted(p for p in book if p <= px)
+            if buy
+            else sorted((p for p in book if p >= px), reverse=True)
+        )
+        self.exch_seq += 1
+        o = _SimOrder(cid, self.exch_seq, side, w[_RQ["price"]], qty)
+        if otype == _LIMIT_MAKER and crossing:
+            self.venue_rejects += 1
+            self._report(
+                ts,
+                back,
+                cid,
+                0,
+                0,
+                side,
+                o.price,
+                qty,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                S_REJECTED,
+                X_REJECTED,
+                int(RejectReason.EXCHANGE),
+                -2010,
+            )
+            return
+        self._report(
+            ts, back, cid, 0, o.exch_id, side, o.price, qty, 0, 0, 0, 0, 0, 0, S_NEW, X_NEW, 0, 0
+        )
+        if tif == _FOK and sum(book[p] for p in crossing) < qty:
+            self._report(
+                ts,
+                back,
+                cid,
+                0,
+                o.exch_id,
+                side,
+                o.price,
+                qty,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                S_EXPIRED,
+                X_EXPIRED,
+                0,
+                0,
+            )
+            return
+        for p in crossing:
+            if o.leaves == 0:
+                break
+            avail = book[p]
+            f = min(avail, o.leaves)
+            # Taken liquidity stays taken until the market next sets this price.
+            if avail == f:
+                del book[p]
+            else:
+                book[p] = avail - f
+            self._fill(o, f, p, False, ts)
+        if o.leaves == 0:
+            return
+        if otype == _MARKET or tif in (_IOC, _FOK):
+            self._report(
+                ts,
+                back,
+                cid,
+                0,
+                o.exch_id,
+                side,
+                o.price,
+                qty,
+                0,
+                0,
+                0,
+                o.cum_qty,
+                o.cum_quote,
+                0,
+                S_EXPIRED,
+                X_EXPIRED,
+                0,
+                0,
+            )
+            return
+        own = self.bids if buy else self.asks
+        o.ahead = own.get(o.price, 0)
+        rest = self.rest_b if buy else self.rest_a
+        lst = rest.get(o.price)
+        if lst is None:
+            rest[o.price] = [o]
+        else:
+            # Earlier orders of ours at this price stand ahead too.
+            o.ahead += sum(x.leaves for x in lst)
+            lst.append(o)
+        self.by_cid[cid] = o
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def run(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """Replay every event, then stop the policy and settle what is in flight."""
+        md = self.md
+        n = len(md)
+        t_start = time.perf_counter()
+        local = feed_times(md.ts_exch, md.ts_recv, self.cfg.latency)
+        kind = md.kind
+        # The policy hears about a book event only when the top changed.
+        book_ev = kind != 1
+        tops = np.stack((md.a, md.b, md.c, md.d), axis=1)
+        changed = np.zeros(n, dtype=bool)
+        idx = np.flatnonzero(book_ev)
+        if len(idx):
+            bt = tops[idx]
+            ch = np.ones(len(idx), dtype=bool)
+            ch[1:] = (bt[1:] != bt[:-1]).any(axis=1)
+            changed[idx] = ch
+        deliver = changed | ~book_ev
+        # Python lists: indexing them is several times cheaper than numpy scalars.
+        E = md.ts_exch.tolist()
+        L = local.tolist()
+        K = kind.tolist()
+        A, B, C, D = md.a.tolist(), md.b.tolist(), md.c.tolist(), md.d.tolist()
+        LO, HI = md.lvl_lo.tolist(), md.lvl_hi.tolist()
+        PX, QT, SD = md.lvl_px.tolist(), md.lvl_qty.tolist(), md.lvl_side.tolist()
+        DV = deliver.tolist()
+        TSR = md.ts_recv.tolist()
+
+        policy = self.policy
+        clock = self.clock
+        bids, asks = self.bids, self.asks
+        rest_b, rest_a = self.rest_b, self.rest_a
+        arrivals, reports = self.arrivals, self.reports
+        view = TopOfBook()
+        tr_q, tr_h, tr_void = self._tr_q, self._tr_h, self._tr_void
+        timer_ns = self.cfg.policy.timer_interval_ms * 1_000_000
+        next_timer = (L[0] + timer_ns) if (timer_ns and n) else _BIG
+        sample_ns = self.cfg.sample_interval_ms * 1_000_000
+        next_sample = L[0] if n else _BIG
+        mid = 0
+        tick = 1 << 16
+        policy.start()
+        ie = 0
+        for il in range(n):
+            tl = L[il]
+            while True:
+                # Venue events due before this delivery, in time order.
+                te = E[ie] if ie < n else _BIG
+                ta = arrivals[0][0] if arrivals else _BIG
+                tr = reports[0][0] if reports else _BIG
+                m = te if te < ta else ta
+                if tr < m:
+                    m = tr
+                if next_timer < m:
+                    m = next_timer
+                if m > tl:
+                    break
+                if te == m:
+                    k = K[ie]
+                    self.now_exch = te
+                    if k == 1:
+                        if rest_b or rest_a:
+                            self._on_trade(A[ie], B[ie], C[ie], te)
+                    else:
+                        if k == RESET:
+                            bids.clear()
+                            asks.clear()
+                        for j in range(LO[ie], HI[ie]):
+                            p = PX[j]
+                            q = QT[j]
+                            book = bids if SD[j] == 1 else asks
+                            old = book.get(p, 0)
+                            if q:
+                                book[p] = q
+                            elif old:
+                                del book[p]
+                            if SD[j] == 1:
+                                if p in rest_b:
+                                    self._level_changed(rest_b, self.traded_b, p, old, q)
+                            elif p in rest_a:
+                                self._level_changed(rest_a, self.traded_a, p, old, q)
+                        self.best_bid = A[ie]
+                        self.best_ask = C[ie]
+                        if rest_b or rest_a:
+                            self._cross_check(te)
+                    ie += 1
+                elif ta == m:
+                    t_arr, _, rec = heapq.heappop(arrivals)
+                    self._arrive(rec, t_arr)
+                elif tr == m:
+                    _, _, fields = heapq.heappop(reports)
+                    self._deliver_report(fields)
+                else:
+                    clock.now = next_timer
+                    policy.deliver_timer(next_timer)
+                    next_timer += timer_ns
+            if tl >= next_sample:
+                self._sample(next_sample, mid)
+                next_sample += sample_ns
+                if tl >= next_sample:
+                    next_sample = tl - (tl - next_sample) % sample_ns
+            if DV[il]:
+                clock.now = tl
+                if K[il] == 1:
+                    tr_q[_TQ_TS_EXCH] = E[il]
+                    tr_q[_TQ_TS_RECV] = TSR[il]
+                    tr_q[_TQ_PX] = A[il]
+                    tr_q[_TQ_QTY] = B[il]
+                    tr_h[_TH_FLAGS] = C[il]
+                    tr_q[_TQ_ID] = D[il]
+                    self.trade_calls += 1
+                    policy.deliver_trade(_SYM, tr_void)
+                else:
+                    view.bid_px = bp = A[il]
+                    view.bid_qty = B[il]
+                    view.ask_px = ap = C[il]
+                    view.ask_qty = D[il]
+                    view.ts = tl
+                    if bp and ap:
+                        mid = (bp + ap) >> 1
+                    self.book_calls += 1
+                    policy.deliver_book(_SYM, view)
+            if progress is not None and not il & (tick - 1):
+                progress(il, n)
+        end = L[-1] if n else 0
+        # Settle: what is in flight, then the policy's stop (its cancels), then again.
+        self._drain(end)
+        clock.now = max(clock.now, end)
+        policy.stop()
+        self._drain(_BIG)
+        self._sample(max(end, clock.now), mid)
+        self.events = md.market_events
+        self.run_s = time.perf_counter() - t_start
+        if progress is not None:
+            progress(n, n)
+
+    def _drain(self, until: int) -> None:
+        arrivals, reports = self.arrivals, self.reports
+        while arrivals or reports:
+            ta = arrivals[0][0] if arrivals else _BIG
+            tr = reports[0][0] if reports else _BIG
+            if min(ta, tr) > until:
+                break
+            if ta <= tr:
+                t_arr, _, rec = heapq.heappop(arrivals)
+                self._arrive(rec, t_arr)
+            else:
+                _, _, fields = heapq.heappop(reports)
+                self._deliver_report(fields)
+
+    def _sample(self, ts: int, mid: int) -> None:
+        equity = (self.cash_raw + self.position * mid) // SCALE - self.fee_total
+        self.samples.append((ts, mid, self.position, equity, self.fee_total, self.volume))
+
+    def counters(self) -> dict[str, int]:
+        """The run's counters (fees and volume fixed point)."""
+        return {
+            "orders_sent": self.orders_sent,
+            "replaces_sent": self.replaces_sent,
+            "cancels_sent": self.cancels_sent,
+            "risk_rejects": self.risk_rejects,
+            "venue_rejects": self.venue_rejects,
+            "sent_qty": self.sent_qty,
+            "fees": self.fee_total,
+            "volume": self.volume,
+        }
+
+    def fills_array(self) -> np.ndarray[Any, Any]:
+        return np.array(self.fills, dtype=FILL_DTYPE) if self.fills else np.zeros(0, FILL_DTYPE)
+
+    def samples_array(self) -> np.ndarray[Any, Any]:
+        if not self.samples:
+            return np.zeros(0, SAMPLE_DTYPE)
+        return np.array(self.samples, dtype=SAMPLE_DTYPE)
