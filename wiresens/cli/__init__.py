@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import bench, binance, ctl, log, node, shm, venue
+from . import backtest, bench, binance, ctl, log, node, shm, venue
 from .logs import logs as _logs
 
 __all__ = ["app", "main"]
@@ -22,6 +22,7 @@ app.add_typer(binance.app, name="binance")
 app.add_typer(venue.app, name="venue")
 app.add_typer(node.app, name="node")
 app.add_typer(log.app, name="log")
+app.add_typer(backtest.app, name="backtest")
 
 app.command("logs")(_logs)
 ctl.register(app)
