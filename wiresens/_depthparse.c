@@ -640,6 +640,9 @@ sort_levels(level_t *a, level_t *tmp, Py_ssize_t n)
 }
 
 #define STACK_LEVELS 256
+#define SCRATCH_KEEP 65536 /* larger one-off calls (snapshots of huge books) free theirs */
+static level_t *scratch = NULL;
+static Py_ssize_t scratch_cap = 0;
 
 /*
  * Apply m (price, qty) updates in order to one side: keys[0:n] ascending, qty
@@ -661,12 +664,27 @@ apply_core(int64_t *keys, int64_t *qty, Py_ssize_t n, const char *pp, Py_ssize_t
 {
     level_t stack_ins[STACK_LEVELS], stack_tmp[STACK_LEVELS];
     level_t *ins = stack_ins, *tmp = stack_tmp;
-    Py_ssize_t k = 0, lo = n, tomb = 0;
+    Py_ssize_t k = 0, lo = n, tomb = 0, hint = n;
 
     if (m > STACK_LEVELS) {
-        ins = PyMem_Malloc((size_t)m * 2 * sizeof(level_t));
-        if (ins == NULL) {
-            return -1;
+        /* A batch of diffs: reuse one scratch area instead of a malloc per call, whose
+           fresh pages cost more than the sort (the GIL serialises every caller). */
+        if (m <= SCRATCH_KEEP) {
+            if (m > scratch_cap) {
+                level_t *grown = PyMem_Realloc(scratch, (size_t)m * 2 * sizeof(level_t));
+                if (grown == NULL) {
+                    return -1;
+                }
+                scratch = grown;
+                scratch_cap = m;
+            }
+            ins = scratch;
+        }
+        else {
+            ins = PyMem_Malloc((size_t)m * 2 * sizeof(level_t));
+            if (ins == NULL) {
+                return -1;
+            }
         }
         tmp = ins + m;
     }
@@ -685,7 +703,9 @@ apply_core(int64_t *keys, int64_t *qty, Py_ssize_t n, const char *pp, Py_ssize_t
             /* Gallop down from the top first: most updates are near it, so the
                binary search below runs over a short range. keys[b] >= key. */
             Py_ssize_t step = 1;
-            b = n - 1;
+            /* A diff lists its levels from the top down (keys descending on both
+               sides): start from the previous level's slot when it is above. */
+            b = (hint < n && keys[hint] >= key) ? hint : n - 1;
             while (b - step >= 0 && keys[b - step] >= key) {
                 b -= step;
                 step <<= 1;
@@ -704,6 +724,7 @@ apply_core(int64_t *keys, int64_t *qty, Py_ssize_t n, const char *pp, Py_ssize_t
                 a = (Py_ssize_t)(base - keys) + (*base < key);
             }
         }
+        hint = a;
         if (a < n && keys[a] == key) {
             int64_t old = qty[a];
             if (old != 0 && q == 0) {
@@ -718,29 +739,31 @@ apply_core(int64_t *keys, int64_t *qty, Py_ssize_t n, const char *pp, Py_ssize_t
             qty[a] = q;
         }
         else {
-            ins[k].key = key;
-            ins[k].q = q;
+            /* Filled from the back: a diff's levels arrive with keys descending, so
+               each diff's run ends up ascending and the sort below has little to do. */
             k++;
+            ins[m - k].key = key;
+            ins[m - k].q = q;
             if (a < lo) {
                 lo = a;
             }
         }
     }
-    if (k > 1) {
+    if (k > 0) {
+        level_t *arr = ins + (m - k);
         Py_ssize_t w = 0;
-        sort_levels(ins, tmp, k);
+        sort_levels(arr, tmp, k);
         for (Py_ssize_t i = 0; i < k; i++) {
-            if (i + 1 < k && ins[i + 1].key == ins[i].key) {
-                continue; /* a later update of the same price wins */
+            /* Equal keys keep their (reversed) arrival order: the first is the last
+               update of that price, which wins. Writes trail reads (w <= m - k + i). */
+            if (i > 0 && arr[i - 1].key == arr[i].key) {
+                continue;
             }
-            if (ins[i].q != 0) {
-                ins[w++] = ins[i];
+            if (arr[i].q != 0) {
+                ins[w++] = arr[i];
             }
         }
         k = w;
-    }
-    else if (k == 1 && ins[0].q == 0) {
-        k = 0;
     }
     if (k > 0 || tomb > 0) {
         /* Backward merge of keys[lo:n] (dropping tombstones) and ins[0:k] into the
@@ -777,7 +800,7 @@ apply_core(int64_t *keys, int64_t *qty, Py_ssize_t n, const char *pp, Py_ssize_t
         }
         n = lo + len;
     }
-    if (ins != stack_ins) {
+    if (ins != stack_ins && ins != scratch) {
         PyMem_Free(ins);
     }
     return n;
