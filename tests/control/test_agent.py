@@ -12,9 +12,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wiresens.config import PolicyConfig
+from wiresens.config import PolicyConfig, RiskConfig
 from wiresens.control.agent import NodeAgent
 from wiresens.control.models import SCHEMA_VERSION, Command, PolicyRecord, PolicySpec
+from wiresens.control.reconcile import plan, to_config
 
 from .conftest import wait_until
 
@@ -196,3 +197,41 @@ def test_spec_round_trips_and_converts(
     assert msgspec.json.decode(msgspec.json.encode(rec), type=PolicyRecord) == rec
     cfg = msgspec.convert(spec.config_fields(), PolicyConfig)
     assert (cfg.name, cfg.cpu, cfg.symbols, cfg.params) == (name, cpu, symbols, params)
+
+
+def spec(name: str, **kw: object) -> PolicySpec:
+    return PolicySpec(name=name, cls="m:C", node="b", **kw)  # type: ignore[arg-type]
+
+
+def test_plan_turns_running_into_desired() -> None:
+    running = [to_config(spec("keep")), to_config(spec("change")), to_config(spec("gone"))]
+    desired = [
+        spec("keep"),
+        spec("change", params={"k": 2}),
+        spec("new", risk=RiskConfig(max_open_orders=3)),
+        spec("off", enabled=False),
+    ]
+    p = plan(desired, running)
+    assert p.stop == ["gone"]
+    assert [c.name for c in p.restart] == ["change"] and p.restart[0].params == {"k": 2}
+    assert [c.name for c in p.start] == ["new"] and p.start[0].risk.max_open_orders == 3
+    assert plan(None, running).empty()  # not synced: keep what runs
+    assert plan(desired, [*p.start, *p.restart, running[0]]).empty()
+
+
+@given(
+    want=st.dictionaries(names_st, st.tuples(st.integers(0, 2), st.booleans()), max_size=6),
+    have=st.dictionaries(names_st, st.integers(0, 2), max_size=6),
+)
+def test_plan_applied_reaches_the_desired_set(
+    want: dict[str, tuple[int, bool]], have: dict[str, int]
+) -> None:
+    desired = [spec(n, params={"v": v}, enabled=on) for n, (v, on) in want.items()]
+    running = {n: to_config(spec(n, params={"v": v})) for n, v in have.items()}
+    p = plan(desired, list(running.values()))
+    for n in p.stop:
+        del running[n]
+    for c in [*p.restart, *p.start]:
+        running[c.name] = c
+    assert running == {s.name: to_config(s) for s in desired if s.enabled}
+    assert not set(p.stop) & {c.name for c in p.start}

@@ -19,6 +19,7 @@ from .models import (
     PolicyRecord,
     PolicySpec,
 )
+from .reconcile import Plan, plan, to_config
 from .store import EtcdUnavailable, Store
 
 __all__ = [
@@ -30,7 +31,10 @@ __all__ = [
     "NodeInfo",
     "NodeState",
     "NodeView",
+    "Plan",
     "PolicyRecord",
     "PolicySpec",
     "Store",
+    "plan",
+    "to_config",
 ]

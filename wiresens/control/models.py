@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from wiresens.config import RiskConfig
+
 __all__ = [
     "NAME_PATTERN",
     "SCHEMA_VERSION",
@@ -69,6 +71,7 @@ class PolicySpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     account: Name | None = None
     timer_interval_ms: Annotated[int, msgspec.Meta(ge=1, le=86_400_000)] = 1000
     params: dict[str, Any] = msgspec.field(default_factory=dict)
+    risk: RiskConfig = RiskConfig()
     enabled: bool = True
 
     def config_fields(self) -> dict[str, Any]:
