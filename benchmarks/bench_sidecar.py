@@ -100,7 +100,7 @@ def services() -> Iterator[tuple[str, str, str]]:
 
 def _write_log(directory: str, records: int) -> float:
     """Write the benchmark's log; return the seconds the appends took."""
-    factory = RecordFactory(42)
+    factory = RecordFactory(42, start_ns=time.time_ns())
     batches = []
     left = records
     while left > 0:

@@ -38,6 +38,13 @@ LOG_KINDS = (
 )
 
 
+def factory(seed: int) -> RecordFactory:
+    """A seeded factory whose records carry today's timestamps: the Kafka message time is
+    the record's, and the broker's retention (7 days) deletes older messages at its next
+    check, under the test's feet."""
+    return RecordFactory(seed, start_ns=time.time_ns() - 60 * 10**9)
+
+
 def records_of(factory: RecordFactory, kind: RecordKind, n: int) -> np.ndarray[Any, Any]:
     """``n`` records of ``kind``, with every numeric field of the kinds the factory leaves
     zero filled too, so a sink that drops or swaps a column is caught."""
@@ -79,7 +86,7 @@ def append_mix(writer: EventLogWriter, factory: RecordFactory, rounds: int, per:
 
 def write_log(directory: Path, rounds: int, *, seed: int = 0, per: int = 40) -> None:
     with EventLogWriter(directory, NODE, segment_bytes=1 << 20) as w:
-        append_mix(w, RecordFactory(seed), rounds, per)
+        append_mix(w, factory(seed), rounds, per)
 
 
 @dataclass(frozen=True)

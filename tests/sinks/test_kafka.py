@@ -12,7 +12,6 @@ import pytest
 from wiresens.eventlog import RAW_KIND, EventLogWriter
 from wiresens.records import RecordKind
 from wiresens.sinks import BatchPolicy, KafkaSink, SinkRunner, topic_for
-from wiresens.testing.records import RecordFactory
 from wiresens.testing.services import Service
 
 from .conftest import (
@@ -20,6 +19,7 @@ from .conftest import (
     NODE,
     append_mix,
     caught_up,
+    factory,
     kcat_messages,
     log_records,
     wait_for,
@@ -87,7 +87,7 @@ def test_keys_pick_partitions_and_keep_order(
     asyncio.run(create())
     log = tmp_path / "log"
     with EventLogWriter(log, NODE) as w:
-        f = RecordFactory(5)
+        f = factory(5)
         for _ in range(6):
             recs = f.records(RecordKind.EXECUTION_REPORT, 50)
             recs["cl_ord_id"] = recs["cl_ord_id"] % 17  # several reports per order
@@ -111,9 +111,9 @@ def test_outage_then_catch_up(kafka_service: Service, tmp_path: Path, unique_nam
     """Kafka stops for ~10 s while the log grows: the sink retries, reports it, and once
     the broker is back delivers everything (duplicates allowed, nothing lost)."""
     log = tmp_path / "log"
-    factory = RecordFactory(7)
+    fac = factory(7)
     writer = EventLogWriter(log, NODE)
-    append_mix(writer, factory, rounds=3)
+    append_mix(writer, fac, rounds=3)
     sink = KafkaSink(kafka_service.address, prefix=unique_name, timeout_s=3.0)
     runner = SinkRunner(sink, log, policy=BatchPolicy(backoff_max_s=2.0))
 
@@ -123,14 +123,14 @@ def test_outage_then_catch_up(kafka_service: Service, tmp_path: Path, unique_nam
         await asyncio.to_thread(kafka_service.stop)
         stopped = time.monotonic()
         while time.monotonic() - stopped < 10:
-            append_mix(writer, factory, rounds=1)
+            append_mix(writer, fac, rounds=1)
             await asyncio.sleep(0.5)
         await wait_for(lambda: runner.status()["retries"] > 0, 30, "a failed write", runner=runner)
         st = runner.status()
         assert not st["connected"] and st["state"] == "retrying"
         assert "Kafka" in st["last_error"] and st["lag_bytes"] > 0
         await asyncio.to_thread(kafka_service.start)
-        append_mix(writer, factory, rounds=2)
+        append_mix(writer, fac, rounds=2)
         await wait_for(lambda: caught_up(runner, log), 90, "the catch-up", runner=runner)
         assert runner.status()["retries"] == 0 and runner.status()["connected"]
         runner.stop()

@@ -12,10 +12,9 @@ from wiresens.eventlog import EventLogReader, EventLogWriter
 from wiresens.records import DTYPES, RecordKind
 from wiresens.sinks import MARKET_TABLES, TABLES, BatchPolicy, PostgresSink, SinkRunner
 from wiresens.sinks.postgres import apply_migrations, migrations
-from wiresens.testing.records import RecordFactory
 from wiresens.testing.services import Service
 
-from .conftest import NODE, append_mix, caught_up, psql, wait_for, write_log
+from .conftest import NODE, append_mix, caught_up, factory, psql, wait_for, write_log
 
 
 def _fields(kind: RecordKind) -> list[str]:
@@ -143,9 +142,9 @@ def test_down_at_start_then_catch_up(
     postgres_service: Service, tmp_path: Path, unique_name: str
 ) -> None:
     log = tmp_path / "log"
-    factory = RecordFactory(3)
+    fac = factory(3)
     writer = EventLogWriter(log, NODE)
-    append_mix(writer, factory, rounds=3)
+    append_mix(writer, fac, rounds=3)
     postgres_service.stop()
     sink = PostgresSink(postgres_service.address, node=NODE, schema=unique_name)
     runner = SinkRunner(sink, log, policy=BatchPolicy(backoff_max_s=1.0))
@@ -157,7 +156,7 @@ def test_down_at_start_then_catch_up(
         assert st["state"] == "connecting" or st["state"] == "retrying"
         assert not st["connected"] and st["committed"] is None and st["lag_bytes"] > 0
         assert "PostgreSQL" in st["last_error"] and "retries" in st["last_error"]
-        append_mix(writer, factory, rounds=2)
+        append_mix(writer, fac, rounds=2)
         await asyncio.to_thread(postgres_service.start)
         await wait_for(lambda: caught_up(runner, log), 60, "the catch-up", runner=runner)
         assert runner.status()["connected"] and runner.status()["retries"] == 0
