@@ -556,7 +556,7 @@ def _fmt_cpus(cpus: set[int]) -> str:
 
 _SHM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,20}$")
-_MARKET = re.compile(r"^(synthetic:\d+|replay:.+)$")
+_MARKET = re.compile(r"^(synthetic:\d+(:\d+)?|replay:.+)$")
 
 
 def _check(cfg: NodeConfig, source: str, repo_dir: Path) -> None:
@@ -592,7 +592,7 @@ def _check(cfg: NodeConfig, source: str, repo_dir: Path) -> None:
     if not _MARKET.match(cfg.feed.local.market):
         raise ConfigError(
             f"{source}: `feed.local.market` = {cfg.feed.local.market!r}: use 'synthetic:SEED' "
-            "(SEED an integer) or 'replay:FILE'"
+            "or 'synthetic:SEED:MOVE_TICKS' (integers) or 'replay:FILE'"
         )
     if not 0 <= cfg.feed.local.port < 65536:
         raise ConfigError(f"{source}: `feed.local.port` = {cfg.feed.local.port}: use 0..65535")

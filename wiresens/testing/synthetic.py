@@ -45,6 +45,10 @@ class SyntheticMarket:
         Price levels kept on each side.
     interval_ms:
         Time between two diff events.
+    move_ticks:
+        Scale of the mid's random walk: each step moves it by -2..2 times this many
+        ticks. 1 (the default) is a calm market; about 100 gives BTCUSDT's typical
+        volatility at a 0.01 tick (a few dollars a second).
     """
 
     def __init__(
@@ -57,8 +61,10 @@ class SyntheticMarket:
         levels: int = 20,
         interval_ms: int = 100,
         start_ms: int = 1_700_000_000_000,
+        move_ticks: int = 1,
     ) -> None:
         self.symbol = symbol
+        self.move_ticks = move_ticks
         self._rng = random.Random(seed)
         self.tick = to_fixed(tick)
         self.step = to_fixed(step)
@@ -151,7 +157,7 @@ class SyntheticMarket:
                 )
             )
             self._trade_id += 1
-        self._mid_ticks += self._rng.choice((-2, -1, -1, 0, 0, 0, 0, 1, 1, 2))
+        self._mid_ticks += self._rng.choice((-2, -1, -1, 0, 0, 0, 0, 1, 1, 2)) * self.move_ticks
         changes.update(self._reshape())
         if changes:
             first = self.last_update_id + 1

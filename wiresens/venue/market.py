@@ -37,7 +37,8 @@ _MIDS = {"BTCUSDT": "60000", "ETHUSDT": "3000", "BNBUSDT": "600"}
 
 
 def parse_market_spec(spec: str) -> tuple[str, str]:
-    """Split ``replay:FILE`` / ``synthetic:SEED`` / ``none``; fail with the accepted forms."""
+    """Split ``replay:FILE`` / ``synthetic:SEED[:MOVE_TICKS]`` / ``none``; fail with the
+    accepted forms. MOVE_TICKS scales the synthetic mid's random walk (default 1)."""
     kind, _, arg = spec.partition(":")
     if kind == "none" and not arg:
         return kind, ""
@@ -46,10 +47,12 @@ def parse_market_spec(spec: str) -> tuple[str, str]:
             if not Path(f).is_file():
                 raise ConfigError(f"--market {spec}: no such recording file {f!r}")
         return kind, arg
-    if kind == "synthetic" and arg.lstrip("-").isdigit():
+    seed, _, move = arg.partition(":")
+    if kind == "synthetic" and seed.lstrip("-").isdigit() and (not move or move.isdigit()):
         return kind, arg
     raise ConfigError(
-        f"--market {spec!r}: use replay:FILE (a recording), synthetic:SEED (an integer) or none"
+        f"--market {spec!r}: use replay:FILE (a recording), synthetic:SEED (an integer, "
+        "optionally :MOVE_TICKS, e.g. synthetic:42:100) or none"
     )
 
 
@@ -101,7 +104,9 @@ class MarketFeeder:
         self.finished = False
         self.markets: list[SyntheticMarket] = []
         if self.kind == "synthetic":
-            seed = int(self.arg)
+            seed_text, _, move_text = self.arg.partition(":")
+            seed = int(seed_text)
+            move = int(move_text) if move_text else 1
             for i, (sym, book) in enumerate(engine.books.items()):
                 inst = book.rules
                 m = SyntheticMarket(
@@ -111,6 +116,7 @@ class MarketFeeder:
                     from_fixed(inst.tick_size),
                     from_fixed(inst.step_size),
                     interval_ms=interval_ms,
+                    move_ticks=move,
                 )
                 self.markets.append(m)
                 apply_snapshot(engine, sym, m.snapshot(), now_ms())
