@@ -122,7 +122,17 @@ class BookSide:
         forces the numpy path, True fails when the extension is missing.
     """
 
-    __slots__ = ("_compiled", "_keys", "_n", "_qty", "_sign", "_tmp_keys", "_tmp_qty")
+    __slots__ = (
+        "_compiled",
+        "_keys",
+        "_kmv",
+        "_n",
+        "_qmv",
+        "_qty",
+        "_sign",
+        "_tmp_keys",
+        "_tmp_qty",
+    )
 
     def __init__(self, sign: int, capacity: int = 4096, compiled: bool | None = None) -> None:
         if sign not in (1, -1):
@@ -135,6 +145,9 @@ class BookSide:
         self._qty: I64 = np.zeros(cap, dtype=np.int64)
         self._tmp_keys: I64 = np.zeros(cap, dtype=np.int64)
         self._tmp_qty: I64 = np.zeros(cap, dtype=np.int64)
+        # The C calls take these views: a memoryview exports its buffer faster than numpy.
+        self._kmv = self._keys.data
+        self._qmv = self._qty.data
 
     def __len__(self) -> int:
         return self._n
@@ -159,6 +172,8 @@ class BookSide:
             new = np.zeros(cap, dtype=np.int64)
             new[: old.shape[0]] = old
             setattr(self, name, new)
+        self._kmv = self._keys.data
+        self._qmv = self._qty.data
 
     @property
     def compiled(self) -> bool:
@@ -201,33 +216,33 @@ class BookSide:
             return
         ext = _EXT
         if self._compiled and ext is not None and prices.dtype is _I64 and qty.dtype is _I64:
-            n = ext.apply_side(self._keys, self._qty, self._n, prices, qty, self._sign)
+            n = ext.apply_side(self._kmv, self._qmv, self._n, prices, qty, self._sign)
             if n < 0:
                 self._reserve(self._n + m)
-                n = ext.apply_side(self._keys, self._qty, self._n, prices, qty, self._sign)
+                n = ext.apply_side(self._kmv, self._qmv, self._n, prices, qty, self._sign)
             self._n = n
             return
         self._apply_numpy(prices, qty)
 
-    def apply_pairs(self, values: I64, start: int, stop: int) -> None:
-        """Apply interleaved ``(price, qty)`` pairs ``values[start:stop]`` in order.
+    def apply_pairs(self, values: I64 | memoryview, start: int, stop: int) -> None:
+        """Apply interleaved int64 ``(price, qty)`` pairs ``values[start:stop]`` in order.
 
         The decoder's layout (price, qty, price, qty, ...), applied without
-        slicing; same semantics as :meth:`apply`.
+        slicing; same semantics as :meth:`apply`. ``values`` may also be a
+        memoryview of an int64 array (what :class:`~wiresens.binance.fastdepth.DepthFeed`
+        passes: cheaper to hand to C).
         """
         if stop <= start:
             return
         ext = _EXT
-        if self._compiled and ext is not None and values.dtype is _I64:
-            n = ext.apply_levels(self._keys, self._qty, self._n, values, start, stop, self._sign)
+        if self._compiled and ext is not None:
+            n = ext.apply_levels(self._kmv, self._qmv, self._n, values, start, stop, self._sign)
             if n < 0:
                 self._reserve(self._n + (stop - start) // 2)
-                n = ext.apply_levels(
-                    self._keys, self._qty, self._n, values, start, stop, self._sign
-                )
+                n = ext.apply_levels(self._kmv, self._qmv, self._n, values, start, stop, self._sign)
             self._n = n
             return
-        v = values[start:stop]
+        v = np.asarray(values)[start:stop]
         self._apply_numpy(v[0::2], v[1::2])
 
     def _apply_numpy(self, prices: I64, qty: I64) -> None:

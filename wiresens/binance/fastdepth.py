@@ -367,6 +367,10 @@ class DepthFeed:
         self._na = 0
         self._pending = 0
         self._bad = False
+        # The C calls take memoryviews: they export their buffer faster than numpy.
+        self._bmv = self._bv.data
+        self._amv = self._av.data
+        self._advance = self.sync.advance
         if self.compiled:
             self.on_diff = self._on_diff_compiled  # type: ignore[method-assign]
 
@@ -419,18 +423,20 @@ class DepthFeed:
         return action
 
     def _on_diff_compiled(self, payload: bytes | memoryview) -> Action | None:
-        r = _decode_diff(payload, self._bv, self._nb, self._av, self._na)
+        r = _decode_diff(payload, self._bmv, self._nb, self._amv, self._na)
         if r is None:
             return self._on_diff_slow(payload)
         self._last = r
-        if self.sync.advance(r[0], r[1], r[2]):
+        first, final, prev, _, _, nb, na = r
+        if self._advance(first, final, prev):
             # The levels already sit at the pending offsets: just take them.
-            self._nb += r[5]
-            self._na += r[6]
-            self._pending += 1
-            if self._pending >= self.batch:
+            self._nb += nb
+            self._na += na
+            pending = self._pending + 1
+            self._pending = pending
+            if pending >= self.batch:
                 self.flush()
-            return Action.APPLIED
+            return _APPLIED
         return self._offer(self._head_of(payload))
 
     def _head_of(self, payload: bytes | memoryview) -> DepthHead:
@@ -444,7 +450,7 @@ class DepthFeed:
         # Not in the C decoder's shape, or the buffers are full: make room and retry
         # once, then decode with msgspec and convert the levels exactly.
         if self._room(len(payload)):
-            r = _decode_diff(payload, self._bv, self._nb, self._av, self._na)
+            r = _decode_diff(payload, self._bmv, self._nb, self._amv, self._na)
             if r is not None:
                 self._last = r
                 if self.sync.advance(r[0], r[1], r[2]):
@@ -474,9 +480,11 @@ class DepthFeed:
         grown = False
         if self._bv.shape[0] - self._nb < need:
             self._bv = _grow(self._bv, self._nb, need)
+            self._bmv = self._bv.data
             grown = True
         if self._av.shape[0] - self._na < need:
             self._av = _grow(self._av, self._na, need)
+            self._amv = self._av.data
             grown = True
         return grown
 
@@ -511,8 +519,8 @@ class DepthFeed:
                 return False
             if self._pending:
                 book = self.book
-                book.bids.apply_pairs(self._bv, 0, self._nb)
-                book.asks.apply_pairs(self._av, 0, self._na)
+                book.bids.apply_pairs(self._bmv, 0, self._nb)
+                book.asks.apply_pairs(self._amv, 0, self._na)
                 self._nb = 0
                 self._na = 0
                 self._pending = 0
@@ -575,6 +583,7 @@ def _decode_unavailable(
 
 _decode_diff = _EXT.decode_diff if _EXT is not None else _decode_unavailable
 _EMPTY_RAW = msgspec.Raw(b"")
+_APPLIED = Action.APPLIED
 
 
 def _grow(buf: I64, used: int, need: int) -> I64:
