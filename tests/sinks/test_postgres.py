@@ -169,3 +169,60 @@ def test_down_at_start_then_catch_up(
         writer.close()
     assert runner.status()["total_retries"] >= 3
     _check_tables(postgres_service.address, unique_name, log, TABLES)
+
+
+def test_outage_mid_stream_reconnects(
+    postgres_service: Service, tmp_path: Path, unique_name: str
+) -> None:
+    log = tmp_path / "log"
+    fac = factory(4)
+    writer = EventLogWriter(log, NODE)
+    append_mix(writer, fac, rounds=2)
+    sink = PostgresSink(postgres_service.address, node=NODE, schema=unique_name)
+    runner = SinkRunner(sink, log, policy=BatchPolicy(backoff_max_s=1.0))
+
+    async def scenario() -> None:
+        task = asyncio.create_task(runner.run())
+        await wait_for(lambda: caught_up(runner, log), 30, "the first catch-up", runner=runner)
+        await asyncio.to_thread(postgres_service.stop)
+        append_mix(writer, fac, rounds=2)
+        await wait_for(lambda: runner.status()["retries"] >= 2, 30, "retries", runner=runner)
+        assert runner.status()["state"] == "retrying" and runner.status()["pending_entries"] > 0
+        await asyncio.to_thread(postgres_service.start)
+        await wait_for(lambda: caught_up(runner, log), 60, "the catch-up", runner=runner)
+        runner.stop()
+        await task
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        writer.close()
+    _check_tables(postgres_service.address, unique_name, log, TABLES)
+
+
+def test_corrupt_entry_fails_the_runner_visibly(
+    postgres_dsn: str, tmp_path: Path, unique_name: str
+) -> None:
+    import pytest
+
+    from wiresens.errors import CorruptEntryError
+
+    log = tmp_path / "log"
+    write_log(log, rounds=2)
+    entries = list(EventLogReader(log).entries())
+    seg = EventLogReader(log).segments()[0].path
+    with open(seg, "r+b") as f:  # flip a payload byte of the third entry
+        f.seek(entries[2].offset.position + 48)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0xFF]))
+    runner = SinkRunner(PostgresSink(postgres_dsn, node=NODE, schema=unique_name), log)
+    with pytest.raises(CorruptEntryError):
+        asyncio.run(runner.run())
+    st = runner.status()
+    assert st["state"] == "failed" and "skip_corrupt" in st["last_error"]
+    skipping = SinkRunner(
+        PostgresSink(postgres_dsn, node=NODE, schema=unique_name), log, skip_corrupt=True
+    )
+    asyncio.run(skipping.run_until_caught_up())
+    assert skipping.status()["caught_up"] and skipping.status()["corrupt_skipped"] == 1

@@ -26,6 +26,7 @@ from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast, runtime_checkable
 
+from wiresens.errors import CorruptEntryError, LogFormatError
 from wiresens.eventlog import Entry, EventLogOffset, EventLogReader
 
 __all__ = [
@@ -184,6 +185,12 @@ class SinkRunner:
     Use :meth:`run` as a task (``asyncio.create_task(runner.run())``), :meth:`stop` to
     end it after the batch in flight, :meth:`status` to watch it, and
     :meth:`run_until_caught_up` to copy the log as it is now and return.
+
+    A failing service never ends the task: any exception from ``start``/``write`` is
+    retried with backoff (a non-retriable one too, since giving up would drop data; it
+    shows in ``status()["last_error"]``). Only a log it cannot read ends it: a corrupt
+    entry (without ``skip_corrupt``) raises ``CorruptEntryError`` from :meth:`run`, with
+    state ``failed``.
     """
 
     def __init__(
@@ -227,13 +234,15 @@ class SinkRunner:
     def status(self) -> dict[str, Any]:
         """The runner's state for ``node status`` and tests (plain JSON types).
 
-        Keys: ``name``, ``state`` (new, connecting, running, retrying, stopped),
+        Keys: ``name``, ``state`` (new, connecting, running, retrying, stopped, failed:
+        the log cannot be read past a corrupt entry, see ``skip_corrupt``),
         ``connected``, ``committed`` (encoded offset or None), ``lag_bytes`` (log bytes
         past the committed offset), ``pending_entries``/``pending_records`` (read, not
         yet committed), ``caught_up`` (the last read reached the log's end and all of
         it is committed), ``retries`` (consecutive failures now), ``total_retries``,
         ``last_error`` and ``last_error_ns``, ``entries``/``records``/``batches``
-        written, ``last_commit_ns``.
+        written, ``last_commit_ns``, ``corrupt_skipped`` (entries skipped with
+        ``skip_corrupt``).
         """
         return {
             "name": self.sink.name,
@@ -252,6 +261,7 @@ class SinkRunner:
             "records": self._records,
             "batches": self._batches,
             "last_commit_ns": self._last_commit_ns,
+            "corrupt_skipped": 0 if self._reader is None else len(self._reader.corrupt),
         }
 
     # -- lifecycle --------------------------------------------------------------------
@@ -275,7 +285,8 @@ class SinkRunner:
             await self._shutdown()
 
     async def _shutdown(self) -> None:
-        self._state = "stopped"
+        if self._state != "failed":
+            self._state = "stopped"
         self._connected = False
         with contextlib.suppress(Exception):
             await self.sink.close()
@@ -331,8 +342,15 @@ class SinkRunner:
         while not self._stopping.is_set():
             if not batch:
                 records = 0
-            # File reads run in a thread so the loop keeps serving the sink's sockets.
-            at_end = await asyncio.to_thread(self._read_more, batch, records)
+            try:
+                # File reads run in a thread so the loop keeps serving the sink's sockets.
+                at_end = await asyncio.to_thread(self._read_more, batch, records)
+            except (CorruptEntryError, LogFormatError) as exc:
+                # Not retriable: the same bytes fail again. Say so, then end the task.
+                self._state = "failed"
+                self._last_error = _describe(exc)
+                self._last_error_ns = time.time_ns()
+                raise
             if len(batch) and not first_ns:
                 first_ns = time.monotonic_ns()
             records = sum(e.count for e in batch)

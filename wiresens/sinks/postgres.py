@@ -337,7 +337,7 @@ class PostgresSink:
             await self.start()
             assert self._conn is not None
             await self._commit(self._conn, payloads, entries[0].offset, end)
-        except psycopg.OperationalError as exc:
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             await self.close()
             raise self._down("lost the connection", exc) from exc
 
