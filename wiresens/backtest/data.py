@@ -53,6 +53,7 @@ __all__ = [
     "DEPTH",
     "RESET",
     "TRADE",
+    "MarketBuilder",
     "MarketData",
     "from_csv",
     "from_eventlog",
@@ -124,8 +125,9 @@ _LEVEL_COLUMNS = ("lvl_px", "lvl_qty", "lvl_side")
 _COLUMNS = _EVENT_COLUMNS + _LEVEL_COLUMNS
 
 
-class _Builder:
-    """Collects events in Python lists, then sorts them by exchange time into arrays."""
+class MarketBuilder:
+    """Collects events (:meth:`book`, :meth:`trade`) and :meth:`build` sorts them by exchange
+    time into a :class:`MarketData` (also the way to hand-make a market for a test)."""
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
@@ -228,7 +230,7 @@ def from_synthetic(
     m = SyntheticMarket(
         seed, symbol, mid, tick, step, levels=levels, interval_ms=interval_ms, start_ms=start_ms
     )
-    b = _Builder(symbol)
+    b = MarketBuilder(symbol)
     snap = m.snapshot()
     t0 = start_ms * 1_000_000
     b.book(t0, t0, _levels(snap["bids"]), _levels(snap["asks"]), reset=True)
@@ -256,7 +258,15 @@ class _Trade(msgspec.Struct, gc=False):
 
 
 _TRADE_DEC = msgspec.json.Decoder(_Trade)
-_LEVELS_DEC = msgspec.json.Decoder(list[tuple[str, str]])
+
+
+class _Diff(msgspec.Struct, gc=False):
+    b: list[tuple[str, str]]
+    a: list[tuple[str, str]]
+    E: int = 0
+
+
+_DIFF_DEC = msgspec.json.Decoder(_Diff)
 
 
 def from_recordings(
@@ -277,7 +287,7 @@ def from_recordings(
     if not paths:
         raise ConfigError("data.paths is empty: name the recording files to replay")
     feed = DepthFeed("usdm" if market == "usdm" else "spot", batch=1)
-    b: _Builder | None = None
+    b: MarketBuilder | None = None
     want = symbol.upper() if symbol else None
     synced = False
     for msg in iter_session([str(p) for p in paths]):
@@ -286,7 +296,7 @@ def from_recordings(
         if msg.symbol and want and msg.symbol != want:
             continue
         if b is None:
-            b = _Builder(want or "")
+            b = MarketBuilder(want or "")
         stream = msg.stream or ""
         if msg.source == "rest":
             if b"lastUpdateId" not in msg.payload[:64] and b"lastUpdateId" not in msg.payload:
@@ -313,11 +323,9 @@ def from_recordings(
             b.trade(ts, msg.ts_recv_ns, to_fixed(t.p), to_fixed(t.q), t.m, t.t)
         elif "@depth" in stream:
             action = feed.on_diff(msg.payload)
-            head = feed.last_head
-            if action is Action.APPLIED and synced and head is not None:
-                bids = _levels(_LEVELS_DEC.decode(head.b))
-                asks = _levels(_LEVELS_DEC.decode(head.a))
-                b.book(head.E * 1_000_000, msg.ts_recv_ns, bids, asks)
+            if action is Action.APPLIED and synced:
+                d = _DIFF_DEC.decode(msg.payload)
+                b.book(d.E * 1_000_000, msg.ts_recv_ns, _levels(d.b), _levels(d.a))
     if b is None or not synced:
         raise ConfigError(
             f"no synchronised depth book in {list(map(str, paths))}: the recordings need a REST "
@@ -342,7 +350,7 @@ def from_eventlog(directory: str | Path, symbol_index: int = 1, symbol: str = ""
     )
 
     reader = EventLogReader(directory)
-    b = _Builder(symbol)
+    b = MarketBuilder(symbol)
     depth = reader.read_records(RecordKind.DEPTH_UPDATE)
     depth = depth[depth["symbol"] == symbol_index]
     if len(depth):
@@ -529,7 +537,7 @@ def from_csv(
     if not paths:
         raise ConfigError("data.paths is empty: name the Binance CSV files to replay")
     kinds = kinds or {}
-    b = _Builder(symbol)
+    b = MarketBuilder(symbol)
     for path in paths:
         kind = kinds.get(Path(path).name) or csv_kind_of(path)
         arr = read_binance_csv(path, kind)
