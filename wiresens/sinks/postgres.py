@@ -9,9 +9,9 @@ the log, (node, log_segment, log_position, idx), and a restart resumes from
 * a batch that starts at or past the stored offset cannot hold a committed row (rows
   and offset commit together), so it is COPied straight into the tables;
 * a batch that starts before it (a replay: the offset row was reset, another copy of
-  the sink ran) - or a direct COPY that hits an existing key - goes through a temp
-  table and ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, which skips the rows
-  already there.
+  the sink ran) - or a direct COPY that hits an existing key, after which the
+  transaction is redone - goes through a temp table and ``INSERT ... SELECT ...
+  ON CONFLICT DO NOTHING``, which skips the rows already there.
 
 Tables (schema ``wiresens`` by default; see ``migrations/``):
 
@@ -348,48 +348,49 @@ class PostgresSink:
         first: EventLogOffset,
         end: EventLogOffset,
     ) -> None:
-        schema = sql.Identifier(self.schema)
-        rows = 0
-        async with conn.transaction(), conn.cursor() as cur:
-            # Lock this sink's offset row: a second instance of the same sink waits here
-            # instead of interleaving its batches with ours.
-            await cur.execute(
-                sql.SQL(
-                    "SELECT log_segment, log_position FROM {}.sink_offsets "
-                    "WHERE node = %s AND sink = %s FOR UPDATE"
-                ).format(schema),
-                (self.node, self.name),
-            )
-            row = await cur.fetchone()
-            stored = None if row is None else EventLogOffset(int(row[0]), int(row[1]))
-            fast = False
-            if stored is None or first >= stored:
+        direct = False
+        try:
+            async with conn.transaction(), conn.cursor() as cur:
+                stored = await self._swap_offset(cur, end)
                 # Every committed row lies before the stored offset (rows and offset commit
-                # together), so a batch starting at or past it holds no committed row: COPY
-                # straight into the tables. A row put there some other way makes the COPY
-                # fail on the key; the savepoint then falls back to the idempotent path.
-                try:
-                    async with conn.transaction():
-                        rows = await self._copy(cur, payloads, direct=True)
-                    fast = True
-                except psycopg.errors.UniqueViolation:
-                    rows = 0
-            if not fast:
+                # together), so a batch starting at or past it holds no committed row:
+                # COPY straight into the tables.
+                direct = stored is None or first >= stored
+                rows = await self._copy(cur, payloads, direct=direct)
+        except psycopg.errors.UniqueViolation:
+            if not direct:
+                raise
+            # A row put there some other way (the offset row deleted, a restore): the
+            # transaction rolled back; redo the batch through ON CONFLICT DO NOTHING.
+            direct = False
+            async with conn.transaction(), conn.cursor() as cur:
+                await self._swap_offset(cur, end)
                 rows = await self._copy(cur, payloads, direct=False)
-            await cur.execute(
-                sql.SQL(
-                    "INSERT INTO {}.sink_offsets (node, sink, log_segment, log_position) "
-                    "VALUES (%s, %s, %s, %s) ON CONFLICT (node, sink) DO UPDATE SET "
-                    "log_segment = excluded.log_segment, log_position = excluded.log_position, "
-                    "updated_at = now()"
-                ).format(schema),
-                (self.node, self.name, end.segment, end.position),
-            )
         self.rows += rows
-        if fast:
+        if direct:
             self.direct_batches += 1
         else:
             self.merged_batches += 1
+
+    async def _swap_offset(
+        self, cur: psycopg.AsyncCursor[Any], end: EventLogOffset
+    ) -> EventLogOffset | None:
+        """Store ``end`` as this sink's offset and return the one it replaces, in one round
+        trip. The row is locked until commit, so two copies of one sink serialize here."""
+        await cur.execute(
+            sql.SQL(
+                "WITH old AS (SELECT log_segment, log_position FROM {s}.sink_offsets "
+                "WHERE node = %(node)s AND sink = %(sink)s FOR UPDATE), "
+                "new AS (INSERT INTO {s}.sink_offsets (node, sink, log_segment, log_position) "
+                "VALUES (%(node)s, %(sink)s, %(seg)s, %(pos)s) ON CONFLICT (node, sink) DO "
+                "UPDATE SET log_segment = excluded.log_segment, "
+                "log_position = excluded.log_position, updated_at = now()) "
+                "SELECT log_segment, log_position FROM old"
+            ).format(s=sql.Identifier(self.schema)),
+            {"node": self.node, "sink": self.name, "seg": end.segment, "pos": end.position},
+        )
+        row = await cur.fetchone()
+        return None if row is None else EventLogOffset(int(row[0]), int(row[1]))
 
     async def _copy(
         self,
