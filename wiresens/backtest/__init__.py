@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from wiresens.policy import PolicyContext, PolicyObject
+
 from .config import BacktestConfig, load_config
 from .data import (
     MarketData,
@@ -84,12 +86,17 @@ def run(
     config: BacktestConfig,
     market: MarketData | None = None,
     progress: Callable[[int, int], None] | None = None,
+    policy_factory: Callable[[PolicyContext], PolicyObject] | None = None,
 ) -> Result:
-    """Run one back-test; ``market`` skips loading (reuse data across runs)."""
+    """Run one back-test; ``market`` skips loading (reuse data across runs).
+
+    ``policy_factory(context)`` builds the policy instead of ``[policy] class`` (a
+    notebook's own object); ``progress(done, total)`` is called as events are replayed.
+    """
     t0 = time.perf_counter()
     md = market if market is not None else load_market(config)
     load_s = time.perf_counter() - t0 if market is None else 0.0
-    sim = Simulation(config, md)
+    sim = Simulation(config, md, policy_factory)
     sim.run(progress)
     fills = sim.fills_array()
     samples = sim.samples_array()

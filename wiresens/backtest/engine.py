@@ -27,6 +27,7 @@ there gives a reject (-2011). Fees per :mod:`.fees`.
 from __future__ import annotations
 
 import heapq
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -75,30 +76,30 @@ _RQ = {f: _off(ORDER_REQUEST, f, 8) for f in ("cl_ord_id", "orig_cl_ord_id", "pr
 _RB = {f: _off(ORDER_REQUEST, f, 1) for f in ("kind", "side", "order_type", "tif")}
 _RI_SYMBOL = _off(ORDER_REQUEST, "symbol", 4)
 # EXECUTION_REPORT words and bytes.
-_E8 = [
-    _off(EXECUTION_REPORT, f, 8)
-    for f in (
-        "cl_ord_id",
-        "orig_cl_ord_id",
-        "exch_order_id",
-        "trade_id",
-        "price",
-        "qty",
-        "last_px",
-        "last_qty",
-        "cum_qty",
-        "cum_quote",
-        "commission",
-        "ts_exch",
-        "ts_recv",
-        "ts_pub",
-    )
-]
-_EB_SIDE = _off(EXECUTION_REPORT, "side", 1)
-_EB_STATUS = _off(EXECUTION_REPORT, "status", 1)
-_EB_EXEC = _off(EXECUTION_REPORT, "exec_type", 1)
-_EB_REASON = _off(EXECUTION_REPORT, "reason", 1)
-_EH_ERR = _off(EXECUTION_REPORT, "error_code", 2)
+_PACK_REPORT = struct.Struct("<14q6Bh").pack_into
+"""Writes EXECUTION_REPORT from ``ts_exch`` (offset 8) to ``error_code`` in one call,
+the layout is checked at import."""
+_PACKED = (
+    "ts_exch",
+    "ts_recv",
+    "ts_pub",
+    "cl_ord_id",
+    "orig_cl_ord_id",
+    "exch_order_id",
+    "trade_id",
+    "price",
+    "qty",
+    "last_px",
+    "last_qty",
+    "cum_qty",
+    "cum_quote",
+    "commission",
+)
+if [_off(EXECUTION_REPORT, f, 8) for f in _PACKED] != list(range(1, 15)) or [
+    EXECUTION_REPORT.fields[f][1]  # type: ignore[index]
+    for f in ("policy", "account", "side", "status", "exec_type", "reason", "error_code")
+] != [120, 121, 122, 123, 124, 125, 126]:
+    raise AssertionError("EXECUTION_REPORT layout changed: update _PACK_REPORT")
 # TRADE words.
 _TQ_TS_EXCH, _TQ_TS_RECV = _off(TRADE, "ts_exch", 8), _off(TRADE, "ts_recv", 8)
 _TQ_ID, _TQ_PX, _TQ_QTY = (_off(TRADE, f, 8) for f in ("trade_id", "price", "qty"))
@@ -283,6 +284,8 @@ class Simulation:
         self._er["policy"] = cfg.policy.policy_id
         self._er["account"] = cfg.policy.account
         self._er_void = self._er[0]
+        self._policy_byte = cfg.policy.policy_id
+        self._account_byte = cfg.policy.account
         self._er_b = memoryview(self._er).cast("B")  # type: ignore[arg-type]
         self._er_q = self._er_b.cast("q")
         self._er_h = self._er_b.cast("h")
@@ -372,6 +375,9 @@ class Simulation:
                 deliver,
                 self.seq,
                 (
+                    ts_exch,
+                    deliver,
+                    deliver,
                     cid,
                     orig,
                     exch_id,
@@ -383,9 +389,8 @@ class Simulation:
                     cum_qty,
                     cum_quote,
                     commission,
-                    ts_exch,
-                    deliver,
-                    deliver,
+                    self._policy_byte,
+                    self._account_byte,
                     side,
                     status,
                     exec_type,
@@ -396,17 +401,10 @@ class Simulation:
         )
 
     def _deliver_report(self, fields: tuple[int, ...]) -> None:
-        q = self._er_q
-        for i in range(14):
-            q[_E8[i]] = fields[i]
-        b = self._er_b
-        b[_EB_SIDE] = fields[14]
-        b[_EB_STATUS] = fields[15]
-        b[_EB_EXEC] = fields[16]
-        b[_EB_REASON] = fields[17]
-        self._er_h[_EH_ERR] = fields[18]
-        self.clock.now = fields[12]
-        self.policy.deliver_execution(self._er_void, b)
+        # One struct call writes ts_exch..error_code.
+        _PACK_REPORT(self._er_b, 8, *fields)
+        self.clock.now = fields[1]
+        self.policy.deliver_execution(self._er_void, self._er_b)
 
     # -- the venue side ----------------------------------------------------------------
 
@@ -602,11 +600,16 @@ class Simulation:
         book = self.asks if buy else self.bids
         if otype == _MARKET:
             px = _BIG if buy else 0
-        crossing = (
-            sorted(p for p in book if p <= px)
-            if buy
-            else sorted((p for p in book if p >= px), reverse=True)
-        )
+        # The replayed top bounds what can cross (taken levels only move it away).
+        top = self.best_ask if buy else self.best_bid
+        if top and (px < top if buy else px > top):
+            crossing: list[int] = []
+        else:
+            crossing = (
+                sorted(p for p in book if p <= px)
+                if buy
+                else sorted((p for p in book if p >= px), reverse=True)
+            )
         self.exch_seq += 1
         o = _SimOrder(cid, self.exch_seq, side, w[_RQ["price"]], qty)
         if otype == _LIMIT_MAKER and crossing:
@@ -754,13 +757,17 @@ class Simulation:
             while True:
                 # Venue events due before this delivery, in time order.
                 te = E[ie] if ie < n else _BIG
-                ta = arrivals[0][0] if arrivals else _BIG
-                tr = reports[0][0] if reports else _BIG
-                m = te if te < ta else ta
-                if tr < m:
-                    m = tr
-                if next_timer < m:
-                    m = next_timer
+                if arrivals or reports or next_timer <= tl:
+                    ta = arrivals[0][0] if arrivals else _BIG
+                    tr = reports[0][0] if reports else _BIG
+                    m = te if te < ta else ta
+                    if tr < m:
+                        m = tr
+                    if next_timer < m:
+                        m = next_timer
+                else:
+                    # Common case: nothing in flight, only market events can be due.
+                    ta = tr = m = te
                 if m > tl:
                     break
                 if te == m:

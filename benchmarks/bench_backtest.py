@@ -1,0 +1,178 @@
+"""Back-tester throughput: market events per second and peak memory.
+
+Cases, each on data loaded once (loading timed apart from the replay):
+
+* ``synthetic mm`` - ``examples/market_maker.py`` on the seeded synthetic market
+  (``records`` level updates, ~0.1 trade per level update: 1,000,000 + ~105,000 at full
+  size), the policy called on every top-of-book change;
+* ``synthetic noop`` - the same market with a PolicyObject that does nothing (the
+  baseline: the replay loop and the policy call alone);
+* ``recording mm`` - the market maker on the spot BTCUSDT recordings 2024-08-08/09
+  (skipped when ``../shared/data`` is absent).
+
+Events are level updates plus trades. Peak memory is the process's maximum resident
+set (``getrusage``) after loading and after the replay. Figures are medians over
+``runs``.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from benchmarks.common import fmt_rate, machine_info, print_table, spread, write_json
+from wiresens.backtest import BacktestConfig, MarketData, load_market, run
+from wiresens.policy import PolicyObject
+
+__all__ = ["SMOKE", "main"]
+
+SMOKE: dict[str, Any] = {"records": 3_000, "runs": 1, "recordings": False}
+LEVELS_PER_STEP = 11.1  # measured mean of the synthetic market (levels=20)
+
+MM_PARAMS = {"qty": 5_000_000, "max_position": 20_000_000, "spread_bps": 2, "skew_bps": 1}
+
+
+class NoopPolicy(PolicyObject):
+    """Receives every delivery, does nothing: the baseline."""
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _data_dir() -> Path | None:
+    base = os.environ.get("WIRESENS_DATA")
+    d = (
+        Path(base) / "binance"
+        if base
+        else Path(__file__).parents[2] / "shared" / "data" / "binance"
+    )
+    return d if d.exists() else None
+
+
+def _case(
+    name: str, cfg: BacktestConfig, md: MarketData, load_s: float, runs: int, noop: bool
+) -> dict[str, Any]:
+    rates, secs = [], []
+    res = None
+    for _ in range(runs):
+        gc.collect()
+        res = run(cfg, md, policy_factory=(lambda ctx: NoopPolicy(None, ctx)) if noop else None)
+        rates.append(res.events_per_s)
+        secs.append(res.run_s)
+    assert res is not None
+    return {
+        "case": name,
+        "events": res.events,
+        "level_updates": md.level_updates,
+        "trades": md.trades,
+        "book_calls": res.policy_calls["book"],
+        "trade_calls": res.policy_calls["trade"],
+        "fills": res.stats["fills"],
+        "requests": res.stats["orders_sent"]
+        + res.stats["replaces_sent"]
+        + res.stats["cancels_sent"],
+        "load_s": load_s,
+        "run_s": spread(secs).median,
+        "events_per_s": spread(rates).median,
+        "events_per_s_spread": [min(rates), max(rates)],
+        "data_mb": md.nbytes / 1e6,
+        "peak_rss_mb": _rss_mb(),
+    }
+
+
+def main(
+    *,
+    json_out: str | None = None,
+    runs: int = 1,
+    records: int | None = None,
+    quiet: bool = False,
+    recordings: bool = True,
+) -> dict[str, Any]:
+    """Run the cases; ``records`` = synthetic level updates (default 1,000,000)."""
+    n = records or 1_000_000
+    steps = max(10, int(n / LEVELS_PER_STEP))
+    cfg = msgspec.convert(
+        {
+            "seed": 7,
+            "data": {"steps": steps, "mid": "100"},
+            "instrument": {"min_notional": "0.001"},
+            "policy": {"params": MM_PARAMS},
+        },
+        BacktestConfig,
+    )
+    cases = []
+    t0 = time.perf_counter()
+    md = load_market(cfg)
+    load_s = time.perf_counter() - t0
+    rss_load = _rss_mb()
+    cases.append(_case("synthetic noop", cfg, md, load_s, runs, noop=True))
+    cases.append(_case("synthetic mm", cfg, md, load_s, runs, noop=False))
+    del md
+    data = _data_dir() if recordings else None
+    if data is not None:
+        files = [data / "hftbacktest" / f"spot_btcusdt_2024080{d}.gz" for d in (8, 9)]
+        if all(f.exists() for f in files):
+            rcfg = msgspec.convert(
+                {
+                    "data": {"source": "recording", "paths": [str(f) for f in files]},
+                    "latency": {"feed": "recorded"},
+                    "policy": {
+                        "params": {"qty": 100_000, "max_position": 1_000_000, "spread_bps": 1}
+                    },
+                },
+                BacktestConfig,
+            )
+            t0 = time.perf_counter()
+            rmd = load_market(rcfg)
+            cases.append(
+                _case("recording mm", rcfg, rmd, time.perf_counter() - t0, runs, noop=False)
+            )
+    doc = {
+        "benchmark": "backtest",
+        "machine": machine_info(),
+        "runs": runs,
+        "peak_rss_after_load_mb": rss_load,
+        "cases": cases,
+    }
+    if not quiet:
+        print_table(
+            f"back-test replay (median of {runs})",
+            [
+                "case",
+                "events",
+                "on_book",
+                "requests",
+                "fills",
+                "load s",
+                "run s",
+                "events/s",
+                "peak RSS MB",
+            ],
+            [
+                [
+                    c["case"],
+                    f"{c['events']:,}",
+                    f"{c['book_calls']:,}",
+                    f"{c['requests']:,}",
+                    f"{c['fills']:,}",
+                    f"{c['load_s']:.2f}",
+                    f"{c['run_s']:.2f}",
+                    fmt_rate(c["events_per_s"]),
+                    f"{c['peak_rss_mb']:.0f}",
+                ]
+                for c in cases
+            ],
+        )
+    write_json(doc, json_out)
+    return doc
+
+
+if __name__ == "__main__":
+    main()
