@@ -161,3 +161,33 @@ def test_recording_golden_counts() -> None:
     book = md.kind != TRADE
     assert np.all(md.a[book] < md.c[book])  # never crossed
     assert np.all(np.diff(md.ts_exch) >= 0)
+
+
+def test_event_log_input_matches_the_records_written(tmp_path: Path) -> None:
+    from wiresens.backtest.data import from_eventlog
+    from wiresens.eventlog import EventLogWriter
+    from wiresens.records import DEPTH_CLEAR_FLAG, DEPTH_LAST_FLAG, RecordKind, new_record
+
+    t0 = 1_723_161_253_940_000_000
+    depth = new_record(RecordKind.DEPTH_UPDATE, 3)
+    # Event 1 (a resync: clear first): bid 100.00 x1, ask 100.02 x2. Event 2: bid 100.01 x3.
+    rows = [
+        (1, 1, DEPTH_CLEAR_FLAG, "100.00", "1"),
+        (1, 2, DEPTH_LAST_FLAG, "100.02", "2"),
+        (2, 1, DEPTH_LAST_FLAG, "100.01", "3"),
+    ]
+    for i, (ev, side, flags, p, q) in enumerate(rows):
+        r = depth[i]
+        r["symbol"], r["side"], r["flags"] = 1, side, flags
+        r["price"], r["qty"] = to_fixed(p), to_fixed(q)
+        r["ts_exch"] = r["ts_recv"] = t0 + ev * 1_000_000
+    trade = new_record(RecordKind.TRADE, 1)
+    trade["symbol"], trade["price"], trade["qty"], trade["trade_id"] = 1, to_fixed("100.01"), 5, 77
+    trade["ts_exch"] = trade["ts_recv"] = t0 + 3_000_000
+    with EventLogWriter(tmp_path / "log", "test-node") as w:
+        w.append_records(RecordKind.DEPTH_UPDATE, depth)
+        w.append_records(RecordKind.TRADE, trade)
+    md = from_eventlog(tmp_path / "log")
+    assert md.kind.tolist() == [RESET, DEPTH, TRADE]
+    assert md.a.tolist()[:2] == [to_fixed("100.00"), to_fixed("100.01")]
+    assert md.d.tolist() == [to_fixed("2"), to_fixed("2"), 77]
