@@ -7,7 +7,15 @@ batches; :class:`KafkaSink` and :class:`PostgresSink` are the two sinks. See
 
 from __future__ import annotations
 
-from .base import BatchPolicy, FileOffsetStore, OffsetKeepingSink, Sink, SinkRunner, lag_bytes
+from .base import (
+    BatchPolicy,
+    FileOffsetStore,
+    OffsetKeepingSink,
+    OffsetStore,
+    Sink,
+    SinkRunner,
+    lag_bytes,
+)
 from .kafka import KafkaSink, key_field, topic_for
 from .postgres import MARKET_TABLES, TABLES, PostgresSink, Table, apply_migrations, copy_payload
 
@@ -18,6 +26,7 @@ __all__ = [
     "FileOffsetStore",
     "KafkaSink",
     "OffsetKeepingSink",
+    "OffsetStore",
     "PostgresSink",
     "Sink",
     "SinkRunner",

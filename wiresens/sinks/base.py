@@ -33,6 +33,7 @@ __all__ = [
     "BatchPolicy",
     "FileOffsetStore",
     "OffsetKeepingSink",
+    "OffsetStore",
     "Sink",
     "SinkRunner",
     "lag_bytes",
@@ -70,6 +71,14 @@ class OffsetKeepingSink(Sink, Protocol):
     """
 
     async def committed_offset(self) -> EventLogOffset | None: ...
+
+
+class OffsetStore(Protocol):
+    """Where a runner keeps a sink's committed offset."""
+
+    def load(self) -> EventLogOffset | None: ...
+
+    def save(self, offset: EventLogOffset) -> None: ...
 
 
 class FileOffsetStore:
@@ -197,7 +206,7 @@ class SinkRunner:
         self,
         sink: Sink,
         reader_dir: str | os.PathLike[str],
-        offset_store: FileOffsetStore | None = None,
+        offset_store: OffsetStore | None = None,
         *,
         policy: BatchPolicy | None = None,
         kinds: Iterable[int] | None = None,
@@ -205,7 +214,7 @@ class SinkRunner:
     ) -> None:
         self.sink = sink
         self.directory = os.fspath(reader_dir)
-        self.store = offset_store or FileOffsetStore(self.directory, sink.name)
+        self.store: OffsetStore = offset_store or FileOffsetStore(self.directory, sink.name)
         self.policy = policy or BatchPolicy()
         if kinds is None:
             kinds = getattr(sink, "kinds", None)
