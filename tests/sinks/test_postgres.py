@@ -155,11 +155,15 @@ def test_down_at_start_then_catch_up(
         st = runner.status()
         assert st["state"] == "connecting" or st["state"] == "retrying"
         assert not st["connected"] and st["committed"] is None and st["lag_bytes"] > 0
+        # 3 rounds of 4 table-bound kinds (orders: ORDER_NEW and ORDER_CANCEL) = 5 entries
+        assert st["lag_entries"] == 3 * 5 and st["lag_entries_exact"]
         assert "PostgreSQL" in st["last_error"] and "retries" in st["last_error"]
         append_mix(writer, fac, rounds=2)
         await asyncio.to_thread(postgres_service.start)
         await wait_for(lambda: caught_up(runner, log), 60, "the catch-up", runner=runner)
-        assert runner.status()["connected"] and runner.status()["retries"] == 0
+        st = runner.status()
+        assert st["connected"] and st["retries"] == 0
+        assert st["lag_entries"] == 0 and st["lag_bytes"] == 0
         runner.stop()
         await task
 

@@ -125,6 +125,10 @@ class FileOffsetStore:
         os.replace(tmp, self.path)
 
 
+LAG_COUNT_LIMIT = 10_000
+"""status() counts the entries behind up to this many (then reports a lower bound)."""
+
+
 @dataclass(frozen=True)
 class BatchPolicy:
     """When the runner closes a batch and how it retries.
@@ -246,7 +250,8 @@ class SinkRunner:
         Keys: ``name``, ``state`` (new, connecting, running, retrying, stopped, failed:
         the log cannot be read past a corrupt entry, see ``skip_corrupt``),
         ``connected``, ``committed`` (encoded offset or None), ``lag_bytes`` (log bytes
-        past the committed offset), ``pending_entries``/``pending_records`` (read, not
+        past the committed offset), ``lag_entries`` (entries past it, counted up to
+        ``LAG_COUNT_LIMIT``; ``lag_entries_exact`` is False when it stopped there), ``pending_entries``/``pending_records`` (read, not
         yet committed), ``caught_up`` (the last read reached the log's end and all of
         it is committed), ``retries`` (consecutive failures now), ``total_retries``,
         ``last_error`` and ``last_error_ns``, ``entries``/``records``/``batches``
@@ -259,6 +264,7 @@ class SinkRunner:
             "connected": self._connected,
             "committed": None if self.committed is None else self.committed.encode(),
             "lag_bytes": lag_bytes(self.directory, self.committed),
+            **self._lag_entries(),
             "pending_entries": self._pending_entries,
             "pending_records": self._pending_records,
             "caught_up": self._caught_up,
@@ -272,6 +278,20 @@ class SinkRunner:
             "last_commit_ns": self._last_commit_ns,
             "corrupt_skipped": 0 if self._reader is None else len(self._reader.corrupt),
         }
+
+    def _lag_entries(self) -> dict[str, Any]:
+        """Entries past the committed offset, counted up to LAG_COUNT_LIMIT (a fresh
+        reader: the runner's own may be busy in the read thread)."""
+        n = 0
+        try:
+            reader = EventLogReader(self.directory)
+            for _ in reader.entries(self.committed, kinds=self.kinds, skip_corrupt=True):
+                n += 1
+                if n >= LAG_COUNT_LIMIT:
+                    break
+        except (OSError, LogFormatError):
+            return {"lag_entries": None, "lag_entries_exact": False}
+        return {"lag_entries": n, "lag_entries_exact": n < LAG_COUNT_LIMIT}
 
     # -- lifecycle --------------------------------------------------------------------
 
