@@ -1,6 +1,6 @@
 """Two node agents against a real etcd and a real API server, driven through the CLI.
 
-Agent ``a`` runs in its own process (``python -m wiresens.control.agent``) so it can be
+Agent ``a`` runs in its own process (``python -m wiresens.control``) so it can be
 killed like a crashed node; agent ``b`` runs in this process so the test can read what
 its node loop would read (``desired_policies``, ``pending_commands``, ``status``).
 """
@@ -74,7 +74,7 @@ def agent_a(apiserver: ApiServer, tmp_path: Path) -> Iterator[subprocess.Popen[b
         [
             sys.executable,
             "-m",
-            "wiresens.control.agent",
+            "wiresens.control",
             "--etcd",
             apiserver.etcd,
             "--prefix",

@@ -14,13 +14,12 @@ the node goes on trading what it was told), says so in :meth:`~NodeAgent.status`
 starts a new session (new lease, full re-read, so changes made meanwhile converge) as
 soon as etcd answers again.
 
-``python -m wiresens.control.agent --etcd HOST:PORT --node NAME`` runs an agent alone
-(a stand-in node, for trying the control plane without trading).
+``python -m wiresens.control --etcd HOST:PORT --node NAME`` runs an agent alone (a
+stand-in node, for trying the control plane without trading).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import concurrent.futures
 import contextlib
@@ -28,7 +27,6 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -262,6 +260,9 @@ class NodeAgent:
         await store.ensure_schema()
         lease = await store.grant(self.ttl)
         info = self._info(lease)
+        # the report key first: a node whose registration is visible is always known, so
+        # one that dies right after registering shows Lost rather than vanishing
+        await self._publish(store, info)
         await store.put(store.key("nodes", self.node_name), _ENC.encode(info), lease=lease)
         rev = await self._resync(store)
         with self._lock:
@@ -410,38 +411,3 @@ class NodeAgent:
             self._report_dirty = False
         state = NodeState(info=info, status=status, reported_ns=time.time_ns(), stopped=stopped)
         await store.put(store.key("nodestate", self.node_name), _ENC.encode(state))
-
-
-def _names(values: Iterable[PolicySpec]) -> str:
-    return ",".join(f"{p.name}(gen params={p.params})" for p in values)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Run a stand-in agent; prints its desired policies whenever they change."""
-    ap = argparse.ArgumentParser(prog="python -m wiresens.control.agent")
-    ap.add_argument("--etcd", required=True, help="HOST:PORT")
-    ap.add_argument("--prefix", default="/wiresens")
-    ap.add_argument("--node", required=True)
-    ap.add_argument("--ttl", type=int, default=5)
-    args = ap.parse_args(argv)
-    agent = NodeAgent(args.etcd, args.prefix, args.node, {"stand_in": True}, ttl=args.ttl)
-    agent.start()
-    seen = -1
-    try:
-        while True:
-            v = agent.desired_version()
-            if v != seen:
-                seen = v
-                print(f"desired v{v}: {_names(agent.desired_policies() or [])}", flush=True)
-            for c in agent.pending_commands():
-                print(f"command: {c.kind} policy={c.policy} actor={c.actor}", flush=True)
-            agent.report({"node": args.node, "actors": [], "policies": [], "books": []})
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        agent.stop()
-
-
-if __name__ == "__main__":
-    main()
