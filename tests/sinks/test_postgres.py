@@ -230,3 +230,24 @@ def test_corrupt_entry_fails_the_runner_visibly(
     )
     asyncio.run(skipping.run_until_caught_up())
     assert skipping.status()["caught_up"] and skipping.status()["corrupt_skipped"] == 1
+
+
+def test_extreme_field_values_survive(postgres_dsn: str, tmp_path: Path, unique_name: str) -> None:
+    """Every field at its type's minimum, then maximum: the column types hold them all."""
+    import numpy as np
+
+    from wiresens.records import new_record
+
+    log = tmp_path / "log"
+    with EventLogWriter(log, NODE) as w:
+        for t in TABLES:
+            kind = t.kinds[0]
+            recs = new_record(kind, 2)
+            for name in _fields(kind):
+                info = np.iinfo(DTYPES[kind].fields[name][0])  # type: ignore[index]
+                recs[name] = [info.min, info.max]
+            recs["ts_recv"] = [1, 2]  # a log timestamp the writer accepts
+            w.append_records(kind, recs)
+    runner = SinkRunner(PostgresSink(postgres_dsn, node=NODE, schema=unique_name), log)
+    asyncio.run(runner.run_until_caught_up())
+    _check_tables(postgres_dsn, unique_name, log, TABLES)
