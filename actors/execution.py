@@ -27,7 +27,7 @@ import numpy as np
 import structlog
 
 from wiresens.instruments import InstrumentTable
-from wiresens.oms import OrderTable
+from wiresens.oms import Order, OrderTable
 from wiresens.positions import PositionBook
 from wiresens.records import (
     CONTROL_GATEWAY_CONNECTED,
@@ -119,6 +119,7 @@ class Execution(Actor):
         self.reports: Consumer | None = None
         self.stopping = False
         self.queries = 0
+        self.adopted = 0
         self._synthetic_trade_id = 0
         self.rejected = 0
         self.forwarded = 0
@@ -156,6 +157,8 @@ class Execution(Actor):
         self.ctl = Ring.attach(t.ctl, None).consumer()
         self._ctl = bytearray(64)
         self.tap = Tap(t.tap("execution"))
+        # A restarted execution knows no order: the exchange's open orders rebuild the table.
+        self.query_exchange_open_orders()
         self.pstatus = SeqlockSlots.attach(t.pstatus, POLICY_STATUS)
         self.tob_slots = SeqlockSlots.attach(t.tob, TOP_OF_BOOK)
         if self.gateway_stage_path:
@@ -415,13 +418,18 @@ class Execution(Actor):
             if raw[0] == _CONTROL:
                 if int.from_bytes(raw[32:34], "little") == CONTROL_GATEWAY_CONNECTED:
                     self.query_open_orders()
+                    self.query_exchange_open_orders()
                 continue
             if raw[0] != _EXEC:
                 continue
             rep = self._rep[0]
+            self._adopt(rep)
             self._fill_from_status(rep)
+            follow_up = self._resolve_unknown(rep)
             self.tap.record(_EXEC, raw)
             self.oms.apply_raw(raw)
+            if follow_up:
+                self._query_one(follow_up)
             self.positions.apply_raw(raw)
             p = int(rep["policy"])
             if int(rep["exec_type"]) == _TRADE_EXEC:
@@ -454,6 +462,92 @@ class Execution(Actor):
             ):
                 sent += 1
         return sent
+
+    def query_exchange_open_orders(self) -> bool:
+        """Ask for every open order of the account: after an execution restart this rebuilds
+        the table (orders with our client ids are adopted); any time it finds orders this
+        table lost track of."""
+        assert self.orders is not None
+        req = self._req[0]
+        req["kind"] = _QUERY
+        req["version"] = SCHEMA_VERSION[RecordKind.ORDER_QUERY]
+        req["symbol"] = 0
+        req["cl_ord_id"] = 0
+        req["orig_cl_ord_id"] = 0
+        req["exch_order_id"] = 0
+        req["ts_recv"] = 0
+        req["ts_pub"] = time.time_ns()
+        return bool(self.orders.try_write(self._req_raw))
+
+    def _adopt(self, rep: Any) -> None:
+        """Track an open order the exchange reports and this table does not know."""
+        cid = int(rep["cl_ord_id"])
+        if not cid or self.oms.get(cid) is not None or int(rep["orig_cl_ord_id"]):
+            return
+        status = int(rep["status"])
+        if status not in (int(ExecStatus.NEW), int(ExecStatus.PARTIALLY_FILLED)):
+            return
+        order = Order(
+            cid,
+            policy=int(rep["policy"]),
+            symbol=int(rep["symbol"]),
+            side=int(rep["side"]),
+            qty=int(rep["qty"]),
+            price=int(rep["price"]),
+            account=int(rep["account"]),
+        )
+        if self.oms.add(order):
+            self.adopted += 1
+            structlog.get_logger("execution").warning(
+                "adopted an open order the exchange reported", cl_ord_id=cid, policy=order.policy
+            )
+
+    def _resolve_unknown(self, rep: Any) -> int:
+        """The exchange does not know an order this table has open.
+
+        A status query answered "order does not exist" (-2013): the order never reached
+        the exchange, or is long gone; an acknowledged one is closed as EXPIRED (logged),
+        a PENDING_NEW one is REJECTED as reported. A cancel refused as "unknown order"
+        (-2011): the order finished meanwhile; returns its id so its status is queried.
+        """
+        if int(rep["status"]) != int(ExecStatus.REJECTED):
+            return 0
+        code = int(rep["error_code"])
+        target = int(rep["orig_cl_ord_id"]) or int(rep["cl_ord_id"])
+        order = self.oms.get(target)
+        if order is None or not order.is_open:
+            return 0
+        if code == -2013 and order.status != int(ExecStatus.PENDING_NEW):
+            rep["status"] = int(ExecStatus.EXPIRED)
+            rep["exec_type"] = int(ExecType.EXPIRED)
+            rep["cl_ord_id"] = target
+            rep["orig_cl_ord_id"] = 0
+            structlog.get_logger("execution").error(
+                "the exchange does not know an acknowledged order: closed as expired",
+                cl_ord_id=target,
+            )
+            return 0
+        if code == -2011:
+            return target
+        return 0
+
+    def _query_one(self, cl_ord_id: int) -> None:
+        order = self.oms.get(cl_ord_id)
+        if order is None or self.orders is None:
+            return
+        req = self._req[0]
+        req["kind"] = _QUERY
+        req["version"] = SCHEMA_VERSION[RecordKind.ORDER_QUERY]
+        req["symbol"] = order.symbol
+        req["cl_ord_id"] = 0
+        req["orig_cl_ord_id"] = cl_ord_id
+        req["exch_order_id"] = order.exch_order_id
+        req["policy"] = order.policy
+        req["account"] = order.account
+        req["ts_recv"] = 0
+        req["ts_pub"] = time.time_ns()
+        if self.orders.try_write(self._req_raw):
+            self.queries += 1
 
     def query_open_orders(self) -> int:
         """Ask the gateway for the exchange's status of every order still open here.

@@ -48,6 +48,7 @@ from wiresens.binance.codec import (
     UserDecoder,
     encode_request,
     order_result,
+    parse_client_order_id,
     parse_ws_response,
     write_order_response,
     write_reject,
@@ -57,7 +58,14 @@ from wiresens.binance.orders import OrderEncoder
 from wiresens.binance.ratelimit import RateLimitState
 from wiresens.binance.signing import Ed25519Signer, HmacSigner, ws_payload
 from wiresens.binance.sync import Action
-from wiresens.binance.wire import DECODERS, BookTicker, ExchangeInfo, StreamEnvelope, Trade
+from wiresens.binance.wire import (
+    DECODERS,
+    OPEN_ORDERS_DECODER,
+    BookTicker,
+    ExchangeInfo,
+    StreamEnvelope,
+    Trade,
+)
 from wiresens.instruments import InstrumentTable
 from wiresens.policy import ClOrdIdGen
 from wiresens.records import (
@@ -379,6 +387,9 @@ class FeedActor(Actor):
         if rec is None:
             return
         if resp.status == 200:
+            if rec[0] == _QUERY and not int.from_bytes(rec[40:48], "little"):
+                self._report_open_orders(resp, ts_recv)
+                return
             if rec[0] == _QUERY:
                 order = order_result(resp)
                 cl = int.from_bytes(rec[40:48], "little", signed=True)
@@ -398,6 +409,26 @@ class FeedActor(Actor):
         reason = _REASON_UNKNOWN_ORDER if rec[0] == _QUERY else 11
         if write_reject(rec, code, self._rep_raw, ts_recv, reason=reason):
             self._report(self._rep_raw)
+
+    def _report_open_orders(self, resp: Any, ts_recv: int) -> None:
+        """``openOrders.status``: one report per open order, for execution to reconcile."""
+        try:
+            orders = OPEN_ORDERS_DECODER.decode(resp.result) if resp.result else ()
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            self.stats.count("schema")
+            return
+        for order in orders:
+            cl = parse_client_order_id(order.clientOrderId)
+            if write_order_response(
+                order,
+                self.table,
+                self._rep_raw,
+                ts_recv,
+                account=self.account,
+                policy=ClOrdIdGen.policy_of(cl) & 0xFF,
+            ):
+                self._report(self._rep_raw)
+        self.log.info("open orders at the exchange", count=len(orders))
 
     async def _request(self, ws: Any, method: str, params: dict[str, object]) -> Any:
         rid = f"{method}-{time.time_ns()}"

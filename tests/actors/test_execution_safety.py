@@ -70,6 +70,10 @@ class Rig:
             SCALE,
         )
         tob.write(0, memoryview(t).cast("B"))
+        # A (re)started execution first asks the gateway for the exchange's open orders.
+        first = self.routed()
+        assert len(first) == 1 and first[0]["kind"] == RecordKind.ORDER_QUERY
+        assert first[0]["orig_cl_ord_id"] == 0
 
     def order(
         self,

@@ -144,8 +144,15 @@ def _orders(h: Harness, n: int) -> np.ndarray[Any, Any]:
     return out
 
 
+def _startup_query(h: Harness) -> None:
+    """A (re)started execution first asks the gateway for every open order."""
+    q = _orders(h, 1)[0]
+    assert q["kind"] == RecordKind.ORDER_QUERY and q["orig_cl_ord_id"] == 0
+
+
 def test_ticks_become_routed_orders_and_reports_reach_the_policy(harness: Harness) -> None:
     h = harness
+    _startup_query(h)
     bid = 65_000 * SCALE
     h.tick(bid)
     first = _orders(h, 1)[0]
@@ -166,6 +173,7 @@ def test_ticks_become_routed_orders_and_reports_reach_the_policy(harness: Harnes
 
 def test_filter_violation_is_rejected_to_the_policy_not_routed(harness: Harness) -> None:
     h = harness
+    _startup_query(h)
     # A bid off the 0.01 tick: execution must reject it (PRICE_FILTER) and send nothing.
     h.tick(65_000 * SCALE + 1)
     er = Ring.attach(h.topo.er(0), None)

@@ -66,6 +66,7 @@ class OrderEncoder:
         its kind is not an order request."""
         raw = rec if not hasattr(rec, "tobytes") else rec.tobytes()
         kind = raw[0]
+        method = _METHOD.get(kind, "")
         if kind == _NEW:
             params = place_params(raw, self.table)
         elif kind == _CANCEL:
@@ -74,6 +75,11 @@ class OrderEncoder:
                 del params["newClientOrderId"]
         elif kind == _REPLACE:
             params = replace_params(raw, self.table)
+        elif kind == _QUERY and not int.from_bytes(bytes(raw[40:48]), "little"):
+            # No order named: every open order of the account (or of the symbol).
+            sym = int.from_bytes(bytes(raw[4:8]), "little")
+            params = {"symbol": self.table[sym].symbol} if sym else {}
+            method = "openOrders.status"
         elif kind == _QUERY:
             params = cancel_params(raw, self.table)
             params.pop("newClientOrderId", None)
@@ -89,7 +95,7 @@ class OrderEncoder:
         rid = self.next_id
         self.next_id = rid + 1
         self.pending[rid] = bytes(raw)
-        return encode_request(rid, _METHOD[kind], params)
+        return encode_request(rid, method, params)
 
     def resolve(self, request_id: int) -> bytes | None:
         """Forget and return the order record request ``request_id`` carried."""
