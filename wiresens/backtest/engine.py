@@ -71,14 +71,27 @@ def _off(dtype: np.dtype[Any], name: str, size: int) -> int:
     return off // size
 
 
-# ORDER_REQUEST words and bytes.
-_RQ = {f: _off(ORDER_REQUEST, f, 8) for f in ("cl_ord_id", "orig_cl_ord_id", "price", "qty")}
-_RB = {f: _off(ORDER_REQUEST, f, 1) for f in ("kind", "side", "order_type", "tif")}
-_RI_SYMBOL = _off(ORDER_REQUEST, "symbol", 4)
-# EXECUTION_REPORT words and bytes.
+_UNPACK_REQ = struct.Struct("<B3xI24xqq8xqq20x3B").unpack_from
+"""ORDER_REQUEST -> (kind, symbol, cl_ord_id, orig_cl_ord_id, price, qty, side, order_type,
+tif); the layout is checked at import."""
+if [
+    ORDER_REQUEST.fields[f][1]  # type: ignore[index]
+    for f in (
+        "kind",
+        "symbol",
+        "cl_ord_id",
+        "orig_cl_ord_id",
+        "price",
+        "qty",
+        "side",
+        "order_type",
+        "tif",
+    )
+] != [0, 4, 32, 40, 56, 64, 92, 93, 94]:
+    raise AssertionError("ORDER_REQUEST layout changed: update _UNPACK_REQ")
 _PACK_REPORT = struct.Struct("<14q6Bh").pack_into
-"""Writes EXECUTION_REPORT from ``ts_exch`` (offset 8) to ``error_code`` in one call,
-the layout is checked at import."""
+"""Writes EXECUTION_REPORT from ``ts_exch`` (offset 8) to ``error_code`` in one call
+(the layout is checked at import)."""
 _PACKED = (
     "ts_exch",
     "ts_recv",
@@ -196,7 +209,7 @@ class _Sink:
         self.sim = sim
 
     def try_submit(self, record: memoryview) -> bool:
-        self.sim.submit(bytes(record))
+        self.sim.submit(record)
         return True
 
 
@@ -253,7 +266,7 @@ class Simulation:
         self.by_cid: dict[int, _SimOrder] = {}
         self.best_bid = 0
         self.best_ask = 0
-        self.arrivals: list[tuple[int, int, bytes]] = []
+        self.arrivals: list[tuple[int, int, tuple[int, ...]]] = []
         self.reports: list[tuple[int, int, tuple[int, ...]]] = []
         self.seq = 0
         self.exch_seq = 0
@@ -300,35 +313,29 @@ class Simulation:
 
     # -- the policy side ---------------------------------------------------------------
 
-    def submit(self, rec: bytes) -> None:
-        """An ORDER_REQUEST from the policy at local time ``clock.now``."""
-        w = memoryview(rec).cast("q")
-        kind = rec[_RB["kind"]]
+    def submit(self, rec: memoryview) -> None:
+        """An ORDER_REQUEST (its bytes) from the policy at local time ``clock.now``."""
+        req = _UNPACK_REQ(rec)
+        kind, symbol, cid, orig, price, qty, side, otype, _ = req
         now = self.clock.now
         if kind in (_NEW, _REPLACE):
             if kind == _NEW:
                 self.orders_sent += 1
             else:
                 self.replaces_sent += 1
-            reason = check_filters(
-                memoryview(rec).cast("I")[_RI_SYMBOL],
-                rec[_RB["order_type"]],
-                w[_RQ["price"]],
-                w[_RQ["qty"]],
-                self._risk_table,
-            )
+            reason = check_filters(symbol, otype, price, qty, self._risk_table)
             if reason != RejectReason.NONE:
                 # Execution rejects locally: a ring hop back, no venue round trip.
                 self.risk_rejects += 1
                 self._report(
                     now,
                     now + self.local_ns,
-                    w[_RQ["cl_ord_id"]],
-                    w[_RQ["orig_cl_ord_id"]],
+                    cid,
+                    orig,
                     0,
-                    rec[_RB["side"]],
-                    w[_RQ["price"]],
-                    w[_RQ["qty"]],
+                    side,
+                    price,
+                    qty,
                     0,
                     0,
                     0,
@@ -341,11 +348,11 @@ class Simulation:
                     0,
                 )
                 return
-            self.sent_qty += w[_RQ["qty"]]
+            self.sent_qty += qty
         else:
             self.cancels_sent += 1
         self.seq += 1
-        heapq.heappush(self.arrivals, (self.entry.arrival(now), self.seq, rec))
+        heapq.heappush(self.arrivals, (self.entry.arrival(now), self.seq, req))
 
     def _report(
         self,
@@ -514,12 +521,8 @@ class Simulation:
             if avail <= 0:
                 break
 
-    def _arrive(self, rec: bytes, ts: int) -> None:
-        w = memoryview(rec).cast("q")
-        kind = rec[_RB["kind"]]
-        cid = w[_RQ["cl_ord_id"]]
-        orig = w[_RQ["orig_cl_ord_id"]]
-        side = rec[_RB["side"]]
+    def _arrive(self, req: tuple[int, ...], ts: int) -> None:
+        kind, _, cid, orig, price, qty, side, _, _ = req
         back = ts + self.response_ns
         if kind in (_CANCEL, _REPLACE):
             o = self.by_cid.get(orig)
@@ -532,8 +535,8 @@ class Simulation:
                     orig,
                     0,
                     side,
-                    w[_RQ["price"]],
-                    w[_RQ["qty"]],
+                    price,
+                    qty,
                     0,
                     0,
                     0,
@@ -589,13 +592,11 @@ class Simulation:
                 0,
                 0,
             )
-        self._new(rec, w, cid, side, ts, back)
+        self._new(req, ts, back)
 
-    def _new(self, rec: bytes, w: memoryview, cid: int, side: int, ts: int, back: int) -> None:
-        otype = rec[_RB["order_type"]]
-        tif = rec[_RB["tif"]]
-        px = w[_RQ["price"]]
-        qty = w[_RQ["qty"]]
+    def _new(self, req: tuple[int, ...], ts: int, back: int) -> None:
+        _, _, cid, _, px, qty, side, otype, tif = req
+        limit = px
         buy = side == _BUY
         book = self.asks if buy else self.bids
         if otype == _MARKET:
@@ -611,7 +612,7 @@ class Simulation:
                 else sorted((p for p in book if p >= px), reverse=True)
             )
         self.exch_seq += 1
-        o = _SimOrder(cid, self.exch_seq, side, w[_RQ["price"]], qty)
+        o = _SimOrder(cid, self.exch_seq, side, limit, qty)
         if otype == _LIMIT_MAKER and crossing:
             self.venue_rejects += 1
             self._report(
@@ -800,8 +801,8 @@ class Simulation:
                             self._cross_check(te)
                     ie += 1
                 elif ta == m:
-                    t_arr, _, rec = heapq.heappop(arrivals)
-                    self._arrive(rec, t_arr)
+                    t_arr, _, req = heapq.heappop(arrivals)
+                    self._arrive(req, t_arr)
                 elif tr == m:
                     _, _, fields = heapq.heappop(reports)
                     self._deliver_report(fields)
@@ -857,8 +858,8 @@ class Simulation:
             if min(ta, tr) > until:
                 break
             if ta <= tr:
-                t_arr, _, rec = heapq.heappop(arrivals)
-                self._arrive(rec, t_arr)
+                t_arr, _, req = heapq.heappop(arrivals)
+                self._arrive(req, t_arr)
             else:
                 _, _, fields = heapq.heappop(reports)
                 self._deliver_report(fields)
