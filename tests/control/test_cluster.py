@@ -287,6 +287,15 @@ def test_roles_and_errors_that_say_what_to_do(apiserver: ApiServer, tmp_path: Pa
     r = cli(apiserver, "apply", "-f", str(bad))
     assert r.exit_code == 2 and "$.name" in r.stderr
 
+    leaky = tmp_path / "leaky.toml"
+    leaky.write_text(
+        '[[policy]]\nname = "x"\nclass = "a:B"\nnode = "b"\n'
+        '[policy.params]\nvenue = { api_secret = "s3cr3t" }\n'
+    )
+    r = cli(apiserver, "apply", "-f", str(leaky))
+    assert r.exit_code == 2 and "$.params.venue.api_secret looks like a secret" in r.stderr
+    assert [p["spec"]["name"] for p in cli_json(apiserver, "get", "policies")] == ["mm"]
+
     r = cli(apiserver, "get", "nodes", "--server", f"http://127.0.0.1:{free_port()}")
     assert r.exit_code == 4
     assert "is down" in r.stderr and "wiresens apiserver" in r.stderr

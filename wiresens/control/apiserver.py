@@ -26,6 +26,7 @@ GET      /api/v1/watch                server-sent events of every change
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from collections.abc import AsyncGenerator
@@ -173,6 +174,24 @@ async def _nodes(store: Store) -> list[NodeView]:
     return out
 
 
+_SECRET_KEY = re.compile(r"secret|passw|private.?key|api.?key|token|credential", re.IGNORECASE)
+
+
+def _secret_paths(value: Any, path: str) -> list[str]:
+    """Keys of ``value`` (nested) whose names say they hold a secret."""
+    out = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            here = f"{path}.{k}"
+            if _SECRET_KEY.search(str(k)):
+                out.append(here)
+            out += _secret_paths(v, here)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += _secret_paths(v, f"{path}[{i}]")
+    return out
+
+
 def _command_id() -> str:
     # sortable by time; the suffix separates commands issued in the same nanosecond
     return f"{time.time_ns():020d}-{secrets.token_hex(3)}"
@@ -269,6 +288,13 @@ async def apply_policy(
     who = _auth(request, "trader")
     if data.name != name:
         raise ClientException(f"the URL names policy {name!r} but the body names {data.name!r}")
+    secrets_ = _secret_paths(data.params, "$.params")
+    if secrets_:
+        raise ClientException(
+            f"{', '.join(secrets_)} looks like a secret; secrets never go through the "
+            "control plane (etcd): keep keys in the node's own files and name the "
+            "`account` in the policy"
+        )
     store = await _writable(request)
     key = store.key("policies", name)
     for _ in range(5):
