@@ -376,6 +376,7 @@ class Node:
             last_dog = 0.0
             t0 = time.monotonic()
             last_show = 0.0
+            last_work: tuple[float, dict[str, int]] | None = None
             tty = sys.stdout.isatty()
             while not stopping[0]:
                 self.poll()
@@ -385,7 +386,15 @@ class Node:
                     sd_notify("WATCHDOG=1")
                 if show and now - last_show >= (1.0 if tty else 5.0):
                     last_show = now
-                    text = render_status(read_status(self.run_dir))
+                    st = read_status(self.run_dir)
+                    work = {a["name"]: a["work"] for a in st["actors"]}
+                    if last_work:
+                        dt = now - last_work[0]
+                        st["rates"] = {
+                            n: (w - last_work[1].get(n, w)) / dt for n, w in work.items()
+                        }
+                    last_work = (now, work)
+                    text = render_status(st)
                     if tty:
                         sys.stdout.write("\x1b[H\x1b[2J" + text + "\n(Ctrl-C stops the node)\n")
                     else:
@@ -587,8 +596,15 @@ def render_status(st: dict[str, Any]) -> str:
     """The status as plain text tables."""
     lines = [
         f"node {st['node']} (pid {st['pid']}, venue {st['venue']}, up {st['uptime_s']:.0f} s)",
-        "",
     ]
+    rates = st.get("rates")
+    if rates:
+        lines.append(
+            "rates: "
+            + ", ".join(f"{name} {rate:,.0f}/s" for name, rate in rates.items())
+            + "  (feed: exchange messages; others: records handled)"
+        )
+    lines.append("")
     lines.append(
         f"{'ACTOR':<20} {'STATE':<10} {'PID':>7} {'CPU':>4} {'RESTARTS':>8} {'HEARTBEAT':>10} {'WORK':>10}"
     )
