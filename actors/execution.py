@@ -89,6 +89,7 @@ class Execution(Actor):
         loss_limit: int = 0,
         reject_storm: int = 0,
         feed_stale_s: float = 0.0,
+        reconcile_interval_s: float = 60.0,
     ) -> None:
         self.topo = Topology(prefix, policies, symbol_count)
         self.policies = policies
@@ -110,6 +111,8 @@ class Execution(Actor):
         ]
         self.feed_stale_ns = int(feed_stale_s * 1e9)
         self.kill_events: list[str] = []
+        self.reconcile_ns = int(reconcile_interval_s * 1e9)
+        self._next_reconcile = time.time_ns() + self.reconcile_ns
         self.oms = OrderTable()
         self.positions = PositionBook()
         self.oq: list[Consumer] = []
@@ -200,6 +203,11 @@ class Execution(Actor):
                 self._next_status = now + STATUS_EVERY_NS
                 self._auto_kill(now)
                 self.publish_status()
+                if self.reconcile_ns and now >= self._next_reconcile:
+                    # Periodic: catch what a silent failure (a lost report) left behind.
+                    self._next_reconcile = now + self.reconcile_ns
+                    self.query_open_orders()
+                    self.query_exchange_open_orders()
         return work
 
     def _count(self, p: int, sym: int, i: int) -> None:
