@@ -37,6 +37,8 @@ BIN = Path(sys.executable).parent
 # It is public on purpose: those files only show the layout; make your own (docs/deploy.md).
 VAULT_PASSWORD = "wiresens-example-vault"
 
+pytestmark = pytest.mark.slow
+
 RECAP = re.compile(
     r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M
 )
@@ -185,13 +187,25 @@ def deployed(workdir: Path) -> Iterator[Deployment]:
 
 def test_playbook_installs_then_changes_nothing(deployed: Deployment) -> None:
     assert deployed.first["failed"] == 0 and deployed.first["changed"] > 0
-    changed = [line for line in deployed.second_output.splitlines() if line.startswith("changed:")]
+    task, changed = "", []
+    for line in deployed.second_output.splitlines():
+        if line.startswith(("TASK [", "RUNNING HANDLER [")):
+            task = line.rstrip(" *")
+        elif line.startswith("changed:"):
+            changed.append(f"{task}: {line}")
     assert deployed.second["changed"] == 0, f"second run changed: {changed}"
     assert deployed.second["failed"] == 0 and deployed.second["unreachable"] == 0
     # Everything lands inside the prefix, with secrets kept private.
     tokens = deployed.root / "etc/wiresens/apiserver/tokens.toml"
     assert tokens.stat().st_mode & 0o777 == 0o640
-    assert 'name = "admin"' in tokens.read_text()
+    assert 'name = "admin"' in tokens.read_text() and 'role = "admin"' in tokens.read_text()
+    # The API server's own reader accepts the file the role wrote.
+    venv_python = deployed.wiresens.parent / "python"
+    load = "from wiresens.control.auth import TokenTable; import sys; TokenTable.load(sys.argv[1])"
+    run = subprocess.run(
+        [str(venv_python), "-c", load, str(tokens)], capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
     assert (deployed.root / "etc/sysctl.d/60-wiresens.conf").read_text().count("vm.swappiness = 1")
     assert deployed.wiresens.exists()
 
