@@ -296,3 +296,14 @@ def test_result_arrays_are_structured_and_consistent() -> None:
 def test_config_struct_rejects_unknown_queue_model() -> None:
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert({"queue": {"model": "optimistic"}}, BacktestConfig)
+
+
+def test_orders_log_records_each_request_with_its_arrival() -> None:
+    b = base_market()
+    b.book(T0 + 10 * MS, T0 + 10 * MS, [(px(100.00), qty(2))], [])
+    sim, pol = simulate(b.build(), [(0, "buy", qty(0.1), px(99.50), 1, LIMIT), (1, "cancel", 0)])
+    o = sim.orders_array()
+    assert o["kind"].tolist() == [10, 11]
+    assert o["ts"].tolist() == [T0, T0 + 10 * MS]
+    assert (o["arrival"] - o["ts"]).tolist() == [MS, MS]
+    assert o["cl_ord_id"][0] == pol.ids[0] == o["orig_cl_ord_id"][1]

@@ -27,11 +27,12 @@ from .data import (
     from_synthetic,
     read_binance_csv,
 )
-from .engine import FILL_DTYPE, SAMPLE_DTYPE, Simulation
+from .engine import FILL_DTYPE, ORDER_DTYPE, SAMPLE_DTYPE, Simulation
 from .results import Result, compute_stats
 
 __all__ = [
     "FILL_DTYPE",
+    "ORDER_DTYPE",
     "SAMPLE_DTYPE",
     "BacktestConfig",
     "MarketData",
@@ -109,6 +110,7 @@ def run(
         load_s=load_s,
         run_s=sim.run_s,
         policy_calls={"book": sim.book_calls, "trade": sim.trade_calls},
+        orders=sim.orders_array(),
         config=config,
         market=md,
     )

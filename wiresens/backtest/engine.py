@@ -59,7 +59,7 @@ from .fees import FeeSchedule
 from .latency import EntryLatency, feed_times
 from .queue import make_queue_model
 
-__all__ = ["Simulation"]
+__all__ = ["FILL_DTYPE", "ORDER_DTYPE", "SAMPLE_DTYPE", "Simulation"]
 
 _BIG = 1 << 62
 _SYM = 1  # the replayed symbol's index in the instrument table
@@ -151,6 +151,23 @@ FILL_DTYPE = np.dtype(
     ]
 )
 """One fill at the venue (``ts`` exchange time; ``side`` 1 buy, 2 sell; fixed point)."""
+
+ORDER_DTYPE = np.dtype(
+    [
+        ("ts", "<i8"),
+        ("arrival", "<i8"),
+        ("kind", "u1"),
+        ("cl_ord_id", "<i8"),
+        ("orig_cl_ord_id", "<i8"),
+        ("side", "u1"),
+        ("order_type", "u1"),
+        ("tif", "u1"),
+        ("price", "<i8"),
+        ("qty", "<i8"),
+    ]
+)
+"""One request that passed the pre-trade check: sent at local ``ts``, at the venue at
+``arrival``; ``kind`` is the RecordKind (10 new, 11 cancel, 12 replace)."""
 
 SAMPLE_DTYPE = np.dtype(
     [
@@ -274,6 +291,7 @@ class Simulation:
         self.now_exch = 0
         # Results.
         self.fills: list[tuple[int, int, int, int, int, int, int]] = []
+        self.orders: list[tuple[int, ...]] = []
         self.samples: list[tuple[int, int, int, int, int, int]] = []
         self.position = 0
         self.cash_raw = 0  # quote x 1e16: exact
@@ -352,7 +370,9 @@ class Simulation:
         else:
             self.cancels_sent += 1
         self.seq += 1
-        heapq.heappush(self.arrivals, (self.entry.arrival(now), self.seq, req))
+        arrival = self.entry.arrival(now)
+        self.orders.append((now, arrival, kind, cid, orig, side, otype, req[8], price, qty))
+        heapq.heappush(self.arrivals, (arrival, self.seq, req))
 
     def _report(
         self,
@@ -883,6 +903,9 @@ class Simulation:
 
     def fills_array(self) -> np.ndarray[Any, Any]:
         return np.array(self.fills, dtype=FILL_DTYPE) if self.fills else np.zeros(0, FILL_DTYPE)
+
+    def orders_array(self) -> np.ndarray[Any, Any]:
+        return np.array(self.orders, dtype=ORDER_DTYPE) if self.orders else np.zeros(0, ORDER_DTYPE)
 
     def samples_array(self) -> np.ndarray[Any, Any]:
         if not self.samples:

@@ -2,7 +2,7 @@
 
 ``write_report(result, out_dir)`` writes ``index.html`` (statistics, run facts, the first
 fills; with matplotlib installed - the ``report`` extra - plots of equity, position, and
-mid price with the fills marked, embedded as PNG), ``fills.csv`` and ``samples.csv``.
+mid price with the fills marked, embedded as PNG), ``fills.csv``, ``orders.csv`` and ``samples.csv``.
 Without matplotlib the page says how to get the plots and still has the tables.
 """
 
@@ -96,6 +96,8 @@ def write_report(result: Result, out_dir: str | Path, max_fill_rows: int = 200) 
     out.mkdir(parents=True, exist_ok=True)
     _csv(out / "fills.csv", result.fills)
     _csv(out / "samples.csv", result.samples)
+    if result.orders is not None:
+        _csv(out / "orders.csv", result.orders)
     png = _plots(result)
     cfg = result.config
     facts: list[tuple[str, Any]] = [

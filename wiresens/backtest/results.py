@@ -77,7 +77,7 @@ class Result:
     """A finished back-test: arrays (numpy structured), statistics and timings.
 
     ``fills`` (:data:`~wiresens.backtest.engine.FILL_DTYPE`): every fill at the venue;
-    ``samples`` (:data:`~wiresens.backtest.engine.SAMPLE_DTYPE`): mid, position, equity,
+    ``orders``: every request sent past the pre-trade check; ``samples`` (:data:`~wiresens.backtest.engine.SAMPLE_DTYPE`): mid, position, equity,
     fees and traded notional every ``sample_interval_ms``; ``stats``: see the module doc;
     ``events``: market events replayed (level updates + trades); ``load_s``/``run_s``:
     seconds spent loading the data and in the replay.
@@ -90,6 +90,8 @@ class Result:
     load_s: float
     run_s: float
     policy_calls: dict[str, int] = field(default_factory=dict)
+    orders: Any = None
+    """Requests that reached the venue side (:data:`~wiresens.backtest.engine.ORDER_DTYPE`)."""
     config: Any = None
     market: Any = None
     """The :class:`~wiresens.backtest.data.MarketData` replayed (for plots)."""
