@@ -26,6 +26,7 @@ there gives a reject (-2011). Fees per :mod:`.fees`.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import struct
 import time
@@ -732,6 +733,12 @@ class Simulation:
 
     def run(self, progress: Callable[[int, int], None] | None = None) -> None:
         """Replay every event, then stop the policy and settle what is in flight."""
+        try:
+            self._run(progress)
+        finally:
+            gc.unfreeze()
+
+    def _run(self, progress: Callable[[int, int], None] | None) -> None:
         md = self.md
         n = len(md)
         t_start = time.perf_counter()
@@ -771,6 +778,9 @@ class Simulation:
         next_sample = L[0] if n else _BIG
         mid = 0
         tick = 1 << 16
+        # The event lists hold millions of objects: keep them out of the cyclic GC's full
+        # collections, which would otherwise walk them again and again during the run.
+        gc.freeze()
         policy.start()
         ie = 0
         for il in range(n):
