@@ -191,3 +191,17 @@ def test_event_log_input_matches_the_records_written(tmp_path: Path) -> None:
     assert md.kind.tolist() == [RESET, DEPTH, TRADE]
     assert md.a.tolist()[:2] == [to_fixed("100.00"), to_fixed("100.01")]
     assert md.d.tolist() == [to_fixed("2"), to_fixed("2"), 77]
+
+
+def test_usdm_recording_syncs_with_futures_rules() -> None:
+    f = DATA / "binance" / "hftbacktest" / "usdm_btcusdt_20240808.gz"
+    if not f.exists():
+        pytest.skip(f"{f} absent: set WIRESENS_DATA to the recorded Binance data")
+    md = from_recordings([f], market="usdm")
+    # README: 21 313 trades; 6547 diffs applied after sync (those buffered before the
+    # snapshot folded into the one RESET).
+    assert md.trades == 21313
+    n_depth = int(np.count_nonzero(md.kind == DEPTH))
+    assert int(np.count_nonzero(md.kind == RESET)) == 1 and 6530 < n_depth < 6547
+    book = md.kind != TRADE
+    assert np.all(md.a[book] < md.c[book])

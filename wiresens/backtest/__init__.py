@@ -71,7 +71,7 @@ def load_market(cfg: BacktestConfig) -> MarketData:
             start_ms=d.start_ms,
         )
     elif d.source == "recording":
-        md = from_recordings([_path(cfg, p) for p in d.paths], inst.symbol)
+        md = from_recordings([_path(cfg, p) for p in d.paths], inst.symbol, d.market)
     elif d.source == "csv":
         md = from_csv([_path(cfg, p) for p in d.paths], inst.symbol, d.csv_kind)
     else:

@@ -65,6 +65,8 @@ class DataConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     start_ms: int = 1_700_000_000_000
     limit: int = 0
     """Stop after this many market events (0: all)."""
+    market: Literal["spot", "usdm"] = "spot"
+    """Recordings: the depth-sync rules (USD-M futures diffs chain by ``pu``)."""
 
 
 class InstrumentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
