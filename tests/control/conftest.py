@@ -77,8 +77,15 @@ def tokens_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def apiserver(
-    etcd_endpoint: str, prefix: str, tokens_file: Path, tmp_path: Path
+    etcd_endpoint: str,
+    prefix: str,
+    tokens_file: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> Iterator[ApiServer]:
+    """The server; ``@pytest.mark.parametrize("apiserver", [SECONDS], indirect=True)``
+    sets its compaction interval (default 300 s, i.e. never within a test)."""
+    compact_every = str(getattr(request, "param", 300))
     port = free_port()
     log = tmp_path / "apiserver.log"
     with log.open("wb") as out:
@@ -98,6 +105,8 @@ def apiserver(
                 prefix,
                 "--tokens",
                 str(tokens_file),
+                "--compact-every",
+                compact_every,
             ],
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -21,6 +21,8 @@ from typer.testing import CliRunner
 
 from wiresens.cli import app
 from wiresens.control.agent import NodeAgent
+from wiresens.control.client import Client
+from wiresens.control.context import Context
 from wiresens.testing.services import Service
 
 from .conftest import TRADER, VIEWER, ApiServer, free_port, wait_until
@@ -304,17 +306,41 @@ def test_roles_and_errors_that_say_what_to_do(apiserver: ApiServer, tmp_path: Pa
 
 
 def test_watch_streams_changes(apiserver: ApiServer, tmp_path: Path) -> None:
-    from wiresens.control.client import Client
-    from wiresens.control.context import Context
-
     cl = Client(Context(server=apiserver.url, token=VIEWER))
-    assert cli(apiserver, "apply", "-f", write_policy(tmp_path, 5)).exit_code == 0
+    (rec,) = cli_json(apiserver, "apply", "-f", write_policy(tmp_path, 5))
+    assert cli(apiserver, "kill", "--node", "b").exit_code == 0
     assert cli(apiserver, "delete", "policy", "mm").exit_code == 0
-    # replay from revision 1: the stream ends only when the server does, so read 2 events
+    # replay from the apply's revision; the stream only ends with the server, so stop
+    # after the events this test made
     seen = []
-    for event, data in cl.events(revision=1):
-        if event == "policies":
-            seen.append((data["type"], data["name"]))
-        if len(seen) == 2:
+    for event, data in cl.events(revision=rec["revision"], kinds="policies,switches"):
+        if event != "hello":
+            seen.append((event, data["type"], data["name"]))
+        if len(seen) == 3:
             break
-    assert seen == [("PUT", "mm"), ("DELETE", "mm")]
+    assert seen == [
+        ("policies", "PUT", "mm"),
+        ("switches", "PUT", "node:b"),
+        ("policies", "DELETE", "mm"),
+    ]
+
+
+@pytest.mark.parametrize("apiserver", [0.3], indirect=True)
+def test_history_is_compacted(apiserver: ApiServer, tmp_path: Path) -> None:
+    cl = Client(Context(server=apiserver.url, token=VIEWER))
+    (rec,) = cli_json(apiserver, "apply", "-f", write_policy(tmp_path, 5))
+    assert cli(apiserver, "apply", "-f", write_policy(tmp_path, 6)).exit_code == 0
+
+    def first_event() -> tuple[str, Any]:
+        for event, data in cl.events(revision=rec["revision"]):
+            if event != "hello":
+                return event, data
+        raise AssertionError("the stream ended without an event")
+
+    # rounds of the compactor: the first notes the revision, the next compacts to it
+    wait_until(lambda: first_event()[0] == "error", 30, "the apply's revision to be compacted")
+    _, data = first_event()
+    assert data["compacted"] and f"revision {rec['revision']} is compacted" in data["detail"]
+    # only history goes: the current state and new writes are untouched
+    assert cli(apiserver, "apply", "-f", write_policy(tmp_path, 7)).exit_code == 0
+    assert cli_json(apiserver, "get", "policies")[0]["generation"] == 3

@@ -407,6 +407,10 @@ def describe(
 
 def watch(
     revision: int | None = typer.Option(None, help="Replay changes from this etcd revision."),
+    kinds: str = typer.Option(
+        "nodes,policies,switches,commands",
+        help="Comma list of kinds to show; `all` adds the nodes' reports (nodestate, every second).",
+    ),
     output: Output = _out_opt,
     context: str | None = _ctx_opt,
     server: str | None = _server_opt,
@@ -417,7 +421,9 @@ def watch(
 
     c = _client(context, server, token)
     try:
-        for event, data in c.events(revision):
+        for event, data in c.events(revision, None if kinds == "all" else kinds):
+            if event == "error" and data.get("compacted"):
+                raise _fail(str(data.get("detail")), 2)
             if event == "error":
                 raise _fail(
                     f"control plane at {c.ctx.server} is up but etcd is down: {data.get('detail')}",
@@ -445,6 +451,10 @@ def apiserver(
         "127.0.0.1:2379", envvar="WIRESENS_ETCD_ENDPOINT", help="etcd HOST:PORT."
     ),
     prefix: str = typer.Option("/wiresens", help="Key prefix in etcd."),
+    compact_every: float = typer.Option(
+        300.0,
+        help="Seconds between etcd history compactions (0: off, e.g. when etcd auto-compacts).",
+    ),
     tokens: str | None = typer.Option(
         None, envvar="WIRESENS_TOKENS", help="Tokens file (TOML, [[token]] name/role/sha256)."
     ),
@@ -483,7 +493,7 @@ def apiserver(
     typer.echo(
         f"wiresens apiserver on http://{host}:{port} (etcd {etcd}, prefix {prefix})", err=True
     )
-    serve(host, port, etcd, prefix, table)
+    serve(host, port, etcd, prefix, table, compact_every)
 
 
 def register(app: typer.Typer) -> None:

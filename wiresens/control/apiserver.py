@@ -26,6 +26,8 @@ GET      /api/v1/watch                server-sent events of every change
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import secrets
 import time
@@ -64,7 +66,7 @@ from .models import (
     RestartRequest,
     WatchEvent,
 )
-from .store import EtcdUnavailable, Store
+from .store import EtcdUnavailable, HistoryCompacted, Store
 
 __all__ = ["DEFAULT_PORT", "create_app", "serve"]
 
@@ -486,12 +488,17 @@ _KINDS = {"policies": PolicyRecord, "switches": KillSwitch, "commands": Command}
 async def watch(
     request: Request[Any, Any, Any],
     revision: Annotated[int | None, Parameter(ge=1, required=False)] = None,
+    kinds: Annotated[
+        str | None, Parameter(pattern=r"^[a-z,]{0,100}$", max_length=100, required=False)
+    ] = None,
 ) -> ServerSentEvent:
     """Server-sent events, one per change under the prefix (``event:`` is the kind:
     nodes, nodestate, policies, switches, commands; ``data:`` a WatchEvent). A broken
-    etcd link ends the stream with an ``error`` event."""
+    etcd link ends the stream with an ``error`` event. ``kinds``: a comma list of kinds
+    to send (default all)."""
     _auth(request, "viewer")
     store = _store(request)
+    keep = {k for k in (kinds or "").split(",") if k}
 
     async def events() -> AsyncGenerator[ServerSentEventMessage, None]:
         yield ServerSentEventMessage(
@@ -501,6 +508,8 @@ async def watch(
             async for typ, key, value, rev in store.watch(store.dir(), revision):
                 parts = store.split(key)
                 kind = parts[0]
+                if keep and kind not in keep:
+                    continue
                 doc: Any = None
                 if typ == "PUT":
                     doc = _decode(value, _KINDS.get(kind, Any))
@@ -512,9 +521,12 @@ async def watch(
                     value=doc,
                 )
                 yield ServerSentEventMessage(event=kind, data=_ENC.encode(ev).decode(), id=rev)
-        except EtcdUnavailable as exc:
+        except (EtcdUnavailable, HistoryCompacted) as exc:
             yield ServerSentEventMessage(
-                event="error", data=_ENC.encode({"detail": str(exc)}).decode()
+                event="error",
+                data=_ENC.encode(
+                    {"detail": str(exc), "compacted": isinstance(exc, HistoryCompacted)}
+                ).decode(),
             )
 
     return ServerSentEvent(events())
@@ -523,11 +535,32 @@ async def watch(
 # -- app -----------------------------------------------------------------------------------
 
 
+async def _compactor(store: Store, every: float) -> None:
+    """Every ``every`` seconds, drop etcd's history older than the previous round.
+
+    Agents rewrite their reports every second; without compaction etcd keeps every
+    version until its space quota is reached and it refuses writes. Keeping one round of
+    history is what lets a watch resume from a recent revision.
+    """
+    seen = 0
+    while True:
+        await asyncio.sleep(every)
+        with contextlib.suppress(EtcdUnavailable):
+            if seen:
+                await store.compact(seen)
+            seen = await store.revision()
+
+
 def create_app(
-    etcd_endpoint: str, prefix: str, tokens: TokenTable, timeout: float = 2.0
+    etcd_endpoint: str,
+    prefix: str,
+    tokens: TokenTable,
+    timeout: float = 2.0,
+    compact_every: float = 300.0,
 ) -> Litestar:
     """The ASGI app; etcd is connected on startup (an etcd that is down gives 503s, the
-    server itself stays up)."""
+    server itself stays up). ``compact_every`` seconds: etcd history compaction (0: off)."""
+    tasks: list[asyncio.Task[None]] = []
 
     async def startup(app: Litestar) -> None:
         app.state.store = Store(etcd_endpoint, prefix, timeout)
@@ -538,8 +571,12 @@ def create_app(
             app.state.schema_ok = True
         except EtcdUnavailable:
             pass
+        if compact_every > 0:
+            tasks.append(asyncio.create_task(_compactor(app.state.store, compact_every)))
 
     async def shutdown(app: Litestar) -> None:
+        for t in tasks:
+            t.cancel()
         await app.state.store.close()
 
     openapi = OpenAPIConfig(
@@ -578,9 +615,16 @@ def create_app(
     )
 
 
-def serve(host: str, port: int, etcd_endpoint: str, prefix: str, tokens: TokenTable) -> None:
+def serve(
+    host: str,
+    port: int,
+    etcd_endpoint: str,
+    prefix: str,
+    tokens: TokenTable,
+    compact_every: float = 300.0,
+) -> None:
     """Run the API server until SIGINT/SIGTERM."""
     import uvicorn
 
-    app = create_app(etcd_endpoint, prefix, tokens)
+    app = create_app(etcd_endpoint, prefix, tokens, compact_every=compact_every)
     uvicorn.run(app, host=host, port=port, log_level="warning", lifespan="on")

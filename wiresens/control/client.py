@@ -113,9 +113,11 @@ class Client:
         out: dict[str, Any] = self.call("GET", "/healthz")
         return out
 
-    def events(self, revision: int | None = None) -> Iterator[tuple[str, Any]]:
+    def events(
+        self, revision: int | None = None, kinds: str | None = None
+    ) -> Iterator[tuple[str, Any]]:
         """Follow ``/api/v1/watch``: yields ``(event, data)`` until the stream ends."""
-        req = self._request("GET", "/api/v1/watch", query={"revision": revision})
+        req = self._request("GET", "/api/v1/watch", query={"revision": revision, "kinds": kinds})
         try:
             resp = urllib.request.urlopen(req, timeout=None)
         except (urllib.error.URLError, OSError) as exc:

@@ -32,6 +32,7 @@ from .models import SCHEMA_VERSION
 __all__ = [
     "GRPC_OPTIONS",
     "EtcdUnavailable",
+    "HistoryCompacted",
     "Store",
     "parse_endpoint",
 ]
@@ -49,6 +50,14 @@ GRPC_OPTIONS: dict[str, Any] = {
 
 class EtcdUnavailable(ServiceUnavailableError):
     """etcd did not answer (down, unreachable, or too slow)."""
+
+
+class HistoryCompacted(ConfigError):
+    """A watch asked for a revision older than etcd keeps; ``.compacted`` is the oldest."""
+
+    def __init__(self, message: str, compacted: int) -> None:
+        super().__init__(message)
+        self.compacted = compacted
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, int]:
@@ -208,6 +217,24 @@ class Store:
         except aetcd.exceptions.ClientError as exc:
             raise self._down(exc) from exc
 
+    async def revision(self) -> int:
+        """The store's current revision."""
+        _, rev = await self.get_prefix(self.key("schema"))
+        return rev
+
+    async def compact(self, revision: int) -> bool:
+        """Drop the history before ``revision`` (etcd-wide, like Kubernetes does every
+        5 minutes); False when it was already compacted that far."""
+        try:
+            await self.client.compact(revision)
+        except aetcd.exceptions.InvalidArgumentError:
+            return False
+        except aetcd.exceptions.ClientError as exc:
+            if "compacted" in str(exc):
+                return False
+            raise self._down(exc) from exc
+        return True
+
     async def watch(
         self, prefix: bytes, start_revision: int | None = None
     ) -> AsyncIterator[tuple[str, bytes, bytes, int]]:
@@ -224,6 +251,12 @@ class Store:
                 # the stream may already be gone with etcd
                 with contextlib.suppress(Exception):
                     await w.cancel()
+        except aetcd.exceptions.RevisionCompactedError as exc:
+            raise HistoryCompacted(
+                f"revision {start_revision} is compacted (history starts at "
+                f"{exc.compacted_revision}): watch from there or without a revision",
+                exc.compacted_revision,
+            ) from None
         except aetcd.exceptions.ClientError as exc:
             raise self._down(exc) from exc
 
