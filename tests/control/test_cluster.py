@@ -147,9 +147,9 @@ def test_apply_reaches_the_right_node_and_a_dead_node_is_lost(
                     "orders": 10,
                     "fills": 3,
                     "rejects": 1,
-                    "position": 0.002,
-                    "realized_pnl": 1.5,
-                    "unrealized_pnl": -0.25,
+                    "position": "0.00200000",
+                    "realized_pnl": "1.50000000",
+                    "unrealized_pnl": "-0.25000000",
                 }
             ],
         }
@@ -158,7 +158,11 @@ def test_apply_reaches_the_right_node_and_a_dead_node_is_lost(
     (o,) = cli_json(apiserver, "get", "orders")
     assert (o["node"], o["policy"], o["open_orders"], o["fills"]) == ("b", "mm", 2, 3)
     (p,) = cli_json(apiserver, "get", "positions")
-    assert (p["position"], p["realized_pnl"], p["unrealized_pnl"]) == (0.002, 1.5, -0.25)
+    assert (p["position"], p["realized_pnl"], p["unrealized_pnl"]) == (
+        "0.00200000",
+        "1.50000000",
+        "-0.25000000",
+    )
     r = cli(apiserver, "describe", "node", "b")
     assert r.exit_code == 0 and "State:         Ready" in r.stdout and "mm" in r.stdout
 

@@ -228,14 +228,15 @@ class OrderRow(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class PositionRow(msgspec.Struct, frozen=True, kw_only=True):
-    """Position and PnL of one policy and symbol on one node, from the node's last report."""
+    """Position and PnL of one policy and symbol on one node, from the node's last report
+    (exact decimal strings, as the node prints its 8-decimal fixed point)."""
 
     node: str
     policy: str
     symbol: str
-    position: float = 0.0
-    realized_pnl: float = 0.0
-    unrealized_pnl: float = 0.0
+    position: str = "0"
+    realized_pnl: str = "0"
+    unrealized_pnl: str = "0"
     reported_ns: int = 0
 
 
