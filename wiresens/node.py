@@ -287,6 +287,36 @@ class Node:
                 },
             )
         )
+        sinks: dict[str, dict[str, Any]] = {}
+        if cfg.sidecar.kafka is not None:
+            k = cfg.sidecar.kafka
+            sinks["kafka"] = {
+                "bootstrap_servers": list(k.bootstrap_servers),
+                "topic_prefix": k.topic_prefix,
+                "client_id": k.client_id,
+            }
+        if cfg.sidecar.postgres is not None:
+            sinks["postgres"] = {
+                "dsn": cfg.sidecar.postgres.dsn,
+                "schema": cfg.sidecar.postgres.schema,
+            }
+        for sink_name, options in sinks.items():
+            specs.append(
+                ActorSpec(
+                    name=f"sink:{sink_name}",
+                    group="sidecar",
+                    factory="wiresens.actors.sink:SinkActor",
+                    cpu=-1,
+                    idle="block",
+                    log={**log, "actor": f"sink-{sink_name}"},
+                    kwargs={
+                        "sink": sink_name,
+                        "event_log_dir": str(event_dir),
+                        "node": cfg.node.name,
+                        "options": options,
+                    },
+                )
+            )
         for i, p in enumerate(cfg.policy):
             specs.append(
                 ActorSpec(
@@ -589,6 +619,12 @@ def read_status(run_dir: Path) -> dict[str, Any]:
             )
     ps.close()
     out["policies"] = pols
+    sinks: dict[str, Any] = {}
+    sink_dir = Path(manifest.get("event_log_dir", "")) / "sinks"
+    for f in sorted(sink_dir.glob("*.status.json")) if manifest.get("event_log_dir") else []:
+        with contextlib.suppress(OSError, ValueError):
+            sinks[f.name.split(".")[0]] = json.loads(f.read_text())
+    out["sinks"] = sinks
     return out
 
 
@@ -634,6 +670,16 @@ def render_status(st: dict[str, Any]) -> str:
             f"{p['rejects']:>4} {p['position']:>12} {p['realized_pnl']:>12} {p['unrealized_pnl']:>12} "
             f"{p['tick_to_route_p50_us']:>7} {p['tick_to_route_p99_us']:>7}"
         )
+    if st.get("sinks"):
+        lines += [
+            "",
+            f"{'SINK':<10} {'STATE':<10} {'RECORDS':>10} {'LAG(B)':>10} {'RETRIES':>8}  LAST ERROR",
+        ]
+        for name, k in st["sinks"].items():
+            lines.append(
+                f"{name:<10} {k.get('state', '?')!s:<10} {k.get('records', 0):>10} "
+                f"{k.get('lag_bytes', 0):>10} {k.get('total_retries', 0):>8}  {k.get('last_error') or ''}"
+            )
     lines += ["", f"{'RING':<12} {'FILL':>6} {'CAP':>6} {'WRITTEN':>10} {'READ':>10} {'FULL':>6}"]
     for r in st["rings"]:
         lines.append(
