@@ -814,17 +814,22 @@ class Simulation:
                         for j in range(LO[ie], HI[ie]):
                             p = PX[j]
                             q = QT[j]
-                            book = bids if SD[j] == 1 else asks
-                            old = book.get(p, 0)
-                            if q:
-                                book[p] = q
-                            elif old:
-                                del book[p]
                             if SD[j] == 1:
+                                old = bids.get(p, 0)
+                                if q:
+                                    bids[p] = q
+                                elif old:
+                                    del bids[p]
                                 if p in rest_b:
                                     self._level_changed(rest_b, self.traded_b, p, old, q)
-                            elif p in rest_a:
-                                self._level_changed(rest_a, self.traded_a, p, old, q)
+                            else:
+                                old = asks.get(p, 0)
+                                if q:
+                                    asks[p] = q
+                                elif old:
+                                    del asks[p]
+                                if p in rest_a:
+                                    self._level_changed(rest_a, self.traded_a, p, old, q)
                         self.best_bid = A[ie]
                         self.best_ask = C[ie]
                         if rest_b or rest_a:
