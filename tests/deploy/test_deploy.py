@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -21,6 +22,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +39,8 @@ BIN = Path(sys.executable).parent
 # The password of the example vault files under ansible/inventories/*/group_vars/wiresens/.
 # It is public on purpose: those files only show the layout; make your own (docs/deploy.md).
 VAULT_PASSWORD = "wiresens-example-vault"
+# The admin token whose SHA-256 the single-machine example vault holds.
+EXAMPLE_ADMIN_TOKEN = "example-admin-token-change-me"
 
 pytestmark = pytest.mark.slow
 
@@ -405,3 +410,68 @@ def test_cluster_inventory_and_vault(tmp_dir: Path) -> None:
         timeout=60,
     )
     assert run.returncode != 0 and "Decryption failed" in run.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _http_status(url: str, token: str | None) -> int:
+    req = urllib.request.Request(url)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            status: int = resp.status
+            return status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_installed_apiserver_serves(
+    deployed: Deployment, etcd_endpoint: str, tmp_dir: Path
+) -> None:
+    """The API server unit's command line, on a test etcd, answers with the vault's token."""
+    unit = (deployed.unit_dir / "wiresens-apiserver.service").read_text()
+    (exec_start,) = [ln for ln in unit.splitlines() if ln.startswith("ExecStart=")]
+    argv = shlex.split(exec_start.removeprefix("ExecStart="))
+    assert argv[0] == str(deployed.wiresens) and argv[1] == "apiserver"
+    opts = dict(zip(argv[2::2], argv[3::2], strict=True))
+    assert set(opts) == {"--host", "--port", "--etcd", "--prefix", "--tokens"}
+    assert opts["--host"] == "127.0.0.1"
+    port = _free_port()
+    # The test's etcd and a key prefix of its own instead of the host's control plane.
+    opts.update({"--port": str(port), "--etcd": etcd_endpoint})
+    opts["--prefix"] = f"/wsdeploy-{os.getpid()}"
+    log_path = tmp_dir / "apiserver.out"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [*argv[:2], *(x for kv in opts.items() for x in kv)],
+            env=deployed.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}/api/v1/nodes"
+    try:
+        deadline = time.monotonic() + 60
+        status = 0
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            with contextlib.suppress(OSError):
+                status = _http_status(url, EXAMPLE_ADMIN_TOKEN)
+                if status:
+                    break
+            time.sleep(0.3)
+        assert status == 200, log_path.read_text()[-3000:]
+        assert _http_status(url, None) == 401
+        assert _http_status(url, "not-a-token") == 401
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
