@@ -156,7 +156,6 @@ class BacktestConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     seed: int = 0
     sample_interval_ms: int = 1000
     """Equity sampling interval; Sharpe and Sortino are per this interval."""
-    progress: bool = False
     data: DataConfig = DataConfig()
     instrument: InstrumentConfig = InstrumentConfig()
     latency: LatencyConfig = LatencyConfig()
