@@ -134,7 +134,7 @@ def test_status_before_etcd_answers() -> None:
     try:
         wait_until(lambda: bool(agent.status().last_error), 20, "the first failed session")
         st = agent.status()
-        assert not st.connected and not st.desired_known
+        assert st.mode == "unsynced" and not st.connected and not st.desired_known
         assert agent.desired_policies() is None
         assert "127.0.0.1:1 is unreachable" in st.last_error
     finally:

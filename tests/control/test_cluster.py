@@ -230,7 +230,8 @@ def test_etcd_outage_is_fail_static_and_converges(
     try:
         wait_until(lambda: not agent_b.status().connected, 30, "b to notice etcd is down")
         st = agent_b.status()
-        assert st.desired_known and st.policies == 1 and st.last_error
+        assert st.mode == "fail-static" and st.desired_known and st.policies == 1
+        assert apiserver.etcd in st.last_error
         assert agent_b.desired_policies() == before  # fail-static
         r = cli(apiserver, "get", "nodes")
         assert r.exit_code == 5, r.output
@@ -244,7 +245,7 @@ def test_etcd_outage_is_fail_static_and_converges(
     finally:
         etcd_service.start()
 
-    wait_until(lambda: agent_b.status().connected, 30, "b to reconnect")
+    wait_until(lambda: agent_b.status().mode == "connected", 30, "b to reconnect")
     assert agent_b.status().sessions >= 2
     wait_until(
         lambda: cli(apiserver, "get", "nodes").exit_code == 0, 30, "the API server's etcd link"

@@ -201,9 +201,11 @@ class NodeAgent:
         """The link's state: connected, fail-static (desired known but etcd down), or
         not synced yet."""
         with self._lock:
+            known = self._policies is not None
             return AgentStatus(
                 node=self.node_name,
                 endpoint=self.endpoint,
+                mode="connected" if self._connected else "fail-static" if known else "unsynced",
                 connected=self._connected,
                 desired_known=self._policies is not None,
                 policies=len(self._policies or {}),

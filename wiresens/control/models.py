@@ -198,12 +198,14 @@ class WatchEvent(msgspec.Struct, frozen=True, kw_only=True):
 class AgentStatus(msgspec.Struct, frozen=True, kw_only=True):
     """What :meth:`NodeAgent.status` says about the agent's link to the control plane.
 
-    ``connected`` False with ``desired_known`` True is fail-static: the node runs its
-    last known desired state until etcd answers again.
+    ``mode``: ``connected``; ``fail-static`` (etcd lost, the node runs its last known
+    desired state until etcd answers again); ``unsynced`` (no desired state read yet:
+    the node runs its own config).
     """
 
     node: str
     endpoint: str
+    mode: Literal["connected", "fail-static", "unsynced"]
     connected: bool
     desired_known: bool
     policies: int
