@@ -475,3 +475,43 @@ def test_installed_apiserver_serves(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+def _render(tmp_dir: Path, host: str, template: str, dest: Path, extra: dict[str, Any]) -> None:
+    """Render a role template with ``host``'s variables of the cluster inventory (no connection)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    inventory = ["-i", "inventories/cluster/hosts.yml", host, "-c", "local"]
+    variables = ["-e", "ansible_python_interpreter=/usr/bin/python3", "-e", json.dumps(extra)]
+    module = ["-m", "ansible.builtin.template", "-a", f"src={template} dest={dest} mode=0600"]
+    run = subprocess.run(
+        [str(_tool("ansible")), *inventory, *variables, *module],
+        cwd=ANSIBLE_DIR,
+        env=_env(tmp_dir),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_cluster_worker_config_is_valid(tmp_dir: Path) -> None:
+    """The cluster inventory's worker node config, keys from the vault, loads as a NodeConfig."""
+    from wiresens.config import load_config
+
+    root = tmp_dir / "root"
+    templates = "roles/worker_node/templates"
+    key = root / "etc/wiresens/keys/testnet.toml"
+    item = {"key": "testnet", "value": "{{ worker_node_exchange_keys.testnet }}"}
+    _render(tmp_dir, "worker2", f"{templates}/key.toml.j2", key, {"item": item})
+    config = tmp_dir / "worker2.toml"
+    extra = {"wiresens_root": str(root), "node": "{{ worker_node_nodes[0] }}"}
+    _render(tmp_dir, "worker2", f"{templates}/node.toml.j2", config, extra)
+    policies = root / "opt/wiresens/policies"
+    policies.mkdir(parents=True)
+    shutil.copy(REPO / "examples/market_maker.py", policies)
+    cfg = load_config(config, check_system=False)  # CPUs 2-5 are the cluster's, not ours
+    assert cfg.node.name == "worker2" and cfg.feed.venue == "binance-testnet"
+    assert cfg.node.idle.strategy == "spin"
+    assert (cfg.feed.cpu, cfg.execution.cpu, cfg.sidecar.cpu) == (2, 3, 4)
+    assert [(p.name, p.cpu, p.account) for p in cfg.policy] == [("mm", 5, "testnet")]
+    assert "example-testnet-secret" in key.read_text()
