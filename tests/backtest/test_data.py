@@ -205,3 +205,18 @@ def test_usdm_recording_syncs_with_futures_rules() -> None:
     assert int(np.count_nonzero(md.kind == RESET)) == 1 and 6530 < n_depth < 6547
     book = md.kind != TRADE
     assert np.all(md.a[book] < md.c[book])
+
+
+def test_cryptofeed_session_picks_one_symbol() -> None:
+    d = DATA / "binance" / "cryptofeed"
+    files = [d / "BINANCE.http.0.0", d / "BINANCE.ws.1.0"]
+    if not all(f.exists() for f in files):
+        pytest.skip(f"{d} absent: set WIRESENS_DATA to the recorded Binance data")
+    # README: nknusdt has 150 diffs; the snapshot arrives after the first, so the first
+    # synchronised book is one RESET and the rest follow as diffs.
+    md = from_recordings(files, "NKNUSDT")
+    n_depth = int(np.count_nonzero(md.kind == DEPTH))
+    assert md.symbol == "NKNUSDT" and int(np.count_nonzero(md.kind == RESET)) == 1
+    assert 140 < n_depth + 1 < 150
+    other = from_recordings(files, "LRCBTC")
+    assert len(other) < 20 and not set(other.a.tolist()) & set(md.a.tolist())

@@ -249,10 +249,11 @@ def from_synthetic(
 
 
 class _Trade(msgspec.Struct, gc=False):
-    t: int
     p: str
     q: str
     m: bool
+    t: int = 0
+    a: int = 0
     T: int = 0
     E: int = 0
 
@@ -269,6 +270,18 @@ class _Diff(msgspec.Struct, gc=False):
 _DIFF_DEC = msgspec.json.Decoder(_Diff)
 
 
+def _reset(b: MarketBuilder, book: Any, ts_exch: int, ts_recv: int) -> None:
+    bp, bq = book.bids.levels()
+    ap, aq = book.asks.levels()
+    b.book(
+        ts_exch,
+        ts_recv,
+        zip(bp.tolist(), bq.tolist(), strict=True),
+        zip(ap.tolist(), aq.tolist(), strict=True),
+        reset=True,
+    )
+
+
 def from_recordings(
     paths: Sequence[str | Path], symbol: str | None = None, market: str = "spot"
 ) -> MarketData:
@@ -276,8 +289,11 @@ def from_recordings(
 
     Depth diffs are synchronised with the recorded REST snapshot exactly as the feed
     does (:class:`~wiresens.binance.fastdepth.DepthFeed`); diffs before the first
-    snapshot are dropped, and the book the snapshot and its buffered diffs produce is
-    one RESET event. ``@trade`` messages become trades; ``bookTicker`` is not needed.
+    snapshot are dropped, and the first synchronised book (the snapshot with the diffs
+    that bridge it) is one RESET event, as is the book after a resync. ``@trade``
+    messages become trades (``@aggTrade`` when there is no ``@trade`` stream);
+    ``bookTicker`` is not needed. Messages of other symbols are skipped (``symbol``
+    None: the first message's).
     ``ts_exch`` is the message's ``E`` (trades: ``T``), ``ts_recv`` the recorded time.
     """
     from wiresens.binance.fastdepth import DepthFeed
@@ -290,6 +306,8 @@ def from_recordings(
     b: MarketBuilder | None = None
     want = symbol.upper() if symbol else None
     synced = False
+    plain_trades = 0
+    agg: list[tuple[int, int, int, int, bool, int]] = []
     for msg in iter_session([str(p) for p in paths]):
         if want is None and msg.symbol:
             want = msg.symbol
@@ -299,33 +317,38 @@ def from_recordings(
             b = MarketBuilder(want or "")
         stream = msg.stream or ""
         if msg.source == "rest":
-            if b"lastUpdateId" not in msg.payload[:64] and b"lastUpdateId" not in msg.payload:
+            if b"lastUpdateId" not in msg.payload:
                 continue
             feed.on_snapshot(msg.payload)
-            if feed.synced:
+            # Synchronised already (the buffered diffs bridged the snapshot): the book so
+            # far is one RESET; otherwise the first applied diff emits it.
+            if feed.synced and not synced:
                 synced = True
-                bp, bq = feed.book.bids.levels()
-                ap, aq = feed.book.asks.levels()
                 head = feed.last_head
-                ts = (
-                    head.E if head is not None and head.E else msg.ts_recv_ns // 1_000_000
-                ) * 1_000_000
-                b.book(
-                    ts,
-                    msg.ts_recv_ns,
-                    zip(bp.tolist(), bq.tolist(), strict=True),
-                    zip(ap.tolist(), aq.tolist(), strict=True),
-                    reset=True,
-                )
-        elif stream.endswith("@trade"):
+                e_ms = head.E if head is not None and head.E else msg.ts_recv_ns // 1_000_000
+                _reset(b, feed.book, e_ms * 1_000_000, msg.ts_recv_ns)
+        elif stream.endswith(("@trade", "@aggTrade")):
             t = _TRADE_DEC.decode(msg.payload)
             ts = (t.T or t.E) * 1_000_000
-            b.trade(ts, msg.ts_recv_ns, to_fixed(t.p), to_fixed(t.q), t.m, t.t)
+            if stream.endswith("@trade"):
+                plain_trades += 1
+                b.trade(ts, msg.ts_recv_ns, to_fixed(t.p), to_fixed(t.q), t.m, t.t)
+            else:
+                agg.append((ts, msg.ts_recv_ns, to_fixed(t.p), to_fixed(t.q), t.m, t.a))
         elif "@depth" in stream:
             action = feed.on_diff(msg.payload)
-            if action is Action.APPLIED and synced:
+            if action is Action.APPLIED:
                 d = _DIFF_DEC.decode(msg.payload)
-                b.book(d.E * 1_000_000, msg.ts_recv_ns, _levels(d.b), _levels(d.a))
+                if synced:
+                    b.book(d.E * 1_000_000, msg.ts_recv_ns, _levels(d.b), _levels(d.a))
+                else:
+                    synced = True
+                    _reset(b, feed.book, d.E * 1_000_000, msg.ts_recv_ns)
+            elif not feed.synced:
+                synced = False  # a gap: the next synchronised book is a RESET again
+    if b is not None and not plain_trades:
+        for tr in agg:  # aggregate trades only when the recording has no @trade stream
+            b.trade(*tr)
     if b is None or not synced:
         raise ConfigError(
             f"no synchronised depth book in {list(map(str, paths))}: the recordings need a REST "
