@@ -220,3 +220,14 @@ def test_cryptofeed_session_picks_one_symbol() -> None:
     assert 140 < n_depth + 1 < 150
     other = from_recordings(files, "LRCBTC")
     assert len(other) < 20 and not set(other.a.tolist()) & set(md.a.tolist())
+
+
+def test_head_keeps_the_levels_of_reordered_events() -> None:
+    b = MarketBuilder("X")
+    b.book(20, 20, [(4, 1)], [(6, 1)], reset=True)  # levels 0..2, sorted second
+    b.book(10, 10, [(3, 1)], [(7, 1)], reset=True)  # levels 2..4, sorted first
+    md = b.build()
+    first = md.head(1)
+    assert first.level_updates == 2
+    lo, hi = int(first.lvl_lo[0]), int(first.lvl_hi[0])
+    assert first.lvl_px[lo:hi].tolist() == [3, 7]

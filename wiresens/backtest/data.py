@@ -92,7 +92,7 @@ class MarketData:
     @property
     def level_updates(self) -> int:
         """Price-level updates carried by the book events."""
-        return int(self.lvl_px.shape[0])
+        return int((self.lvl_hi - self.lvl_lo).sum())
 
     @property
     def trades(self) -> int:
@@ -114,7 +114,9 @@ class MarketData:
         """The first ``n`` events (levels trimmed to match)."""
         if n >= len(self):
             return self
-        hi = int(self.lvl_hi[n - 1]) if n else 0
+        # Sorting by exchange time may reorder events against their levels: keep all
+        # levels any kept event points at.
+        hi = int(self.lvl_hi[:n].max()) if n else 0
         cols = {f: getattr(self, f)[:n] for f in _EVENT_COLUMNS}
         lv = {f: getattr(self, f)[:hi] for f in _LEVEL_COLUMNS}
         return MarketData(self.symbol, **cols, **lv)
