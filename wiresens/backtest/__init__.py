@@ -28,6 +28,7 @@ from .data import (
     read_binance_csv,
 )
 from .engine import FILL_DTYPE, ORDER_DTYPE, SAMPLE_DTYPE, Simulation
+from .parity import ParityReport, check_parity, policy_factory
 from .results import Result, compute_stats
 
 __all__ = [
@@ -36,14 +37,17 @@ __all__ = [
     "SAMPLE_DTYPE",
     "BacktestConfig",
     "MarketData",
+    "ParityReport",
     "Result",
     "Simulation",
+    "check_parity",
     "from_csv",
     "from_eventlog",
     "from_recordings",
     "from_synthetic",
     "load_config",
     "load_market",
+    "policy_factory",
     "read_binance_csv",
     "run",
 ]
