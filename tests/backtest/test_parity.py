@@ -104,3 +104,26 @@ def test_a_difference_is_reported_at_its_request(tmp_path: Path) -> None:
         f"{ROOT}/examples/market_maker.py:MarketMaker", {**PARAMS, "spread_bps": 4}, str(ROOT)
     )
     assert check_parity(tmp_path / "log", other, policy_id=3).first_mismatch == 0
+
+
+def test_cli_parity_exit_codes(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from wiresens.cli import app
+
+    write_live_log(tmp_path / "good")
+    write_live_log(tmp_path / "bad", tamper=True)
+    args = [
+        "--class",
+        f"{ROOT}/examples/market_maker.py:MarketMaker",
+        "--params",
+        json.dumps(PARAMS),
+        "--policy-id",
+        "3",
+    ]
+    ok = CliRunner().invoke(app, ["backtest", "parity", str(tmp_path / "good"), *args])
+    assert ok.exit_code == 0 and "every request identical" in ok.output, ok.output
+    bad = CliRunner().invoke(app, ["backtest", "parity", str(tmp_path / "bad"), *args])
+    assert bad.exit_code == 1 and "first difference" in bad.output

@@ -67,3 +67,33 @@ def run_cmd(
             typer.echo(text)
         else:
             Path(json_out).write_text(text)
+
+
+@app.command("parity")
+def parity_cmd(
+    log_dir: Path = typer.Argument(..., help="The node's event log directory."),
+    policy_class: str = typer.Option(
+        ..., "--class", help="The policy class as in the node config ('module:Class')."
+    ),
+    params: str = typer.Option("{}", help="Its [policy.params] as JSON."),
+    policy_id: int = typer.Option(..., "--policy-id", help="The policy's index in the node."),
+    symbol: list[int] = typer.Option([1], help="Symbol indexes it subscribed to."),
+) -> None:
+    """Replay LOG_DIR into a fresh policy and compare its requests with the logged ones."""
+    from wiresens.backtest.parity import check_parity, policy_factory
+
+    try:
+        factory = policy_factory(policy_class, json.loads(params), str(Path.cwd()))
+    except (ConfigError, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    rep = check_parity(log_dir, factory, policy_id=policy_id, symbols=symbol)
+    typer.echo(
+        f"live requests {rep.live_requests}, replay {rep.replay_requests}, "
+        f"identical prefix {rep.matched}"
+    )
+    if not rep.ok:
+        typer.echo(f"first difference at request {rep.first_mismatch}:")
+        typer.echo(f"  live:   {rep.live}")
+        typer.echo(f"  replay: {rep.replay}")
+        raise typer.Exit(1)
+    typer.echo("parity: every request identical")
