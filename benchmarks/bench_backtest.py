@@ -11,8 +11,9 @@ Cases, each on data loaded once (loading timed apart from the replay):
   (skipped when ``../shared/data`` is absent).
 
 Events are level updates plus trades. Peak memory is the process's maximum resident
-set (``getrusage``) after loading and after the replay. Figures are medians over
-``runs``.
+set (``getrusage``) after loading and after the replay. events/s is over the replay's
+wall time, events/CPU s over its CPU time (less inflated on a shared machine). Figures
+are medians over ``runs``.
 """
 
 from __future__ import annotations
@@ -59,12 +60,13 @@ def _data_dir() -> Path | None:
 def _case(
     name: str, cfg: BacktestConfig, md: MarketData, load_s: float, runs: int, noop: bool
 ) -> dict[str, Any]:
-    rates, secs = [], []
+    rates, secs, cpu_rates = [], [], []
     res = None
     for _ in range(runs):
         gc.collect()
         res = run(cfg, md, policy_factory=(lambda ctx: NoopPolicy(None, ctx)) if noop else None)
         rates.append(res.events_per_s)
+        cpu_rates.append(res.events / res.cpu_s if res.cpu_s > 0 else 0.0)
         secs.append(res.run_s)
     assert res is not None
     return {
@@ -82,6 +84,7 @@ def _case(
         "run_s": spread(secs).median,
         "events_per_s": spread(rates).median,
         "events_per_s_spread": [min(rates), max(rates)],
+        "events_per_cpu_s": spread(cpu_rates).median,
         "data_mb": md.nbytes / 1e6,
         "peak_rss_mb": _rss_mb(),
     }
@@ -153,6 +156,7 @@ def main(
                 "load s",
                 "run s",
                 "events/s",
+                "events/CPU s",
                 "peak RSS MB",
             ],
             [
@@ -165,6 +169,7 @@ def main(
                     f"{c['load_s']:.2f}",
                     f"{c['run_s']:.2f}",
                     fmt_rate(c["events_per_s"]),
+                    fmt_rate(c["events_per_cpu_s"]),
                     f"{c['peak_rss_mb']:.0f}",
                 ]
                 for c in cases

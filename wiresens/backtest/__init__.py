@@ -113,6 +113,7 @@ def run(
         events=sim.events,
         load_s=load_s,
         run_s=sim.run_s,
+        cpu_s=sim.cpu_s,
         policy_calls={"book": sim.book_calls, "trade": sim.trade_calls},
         orders=sim.orders_array(),
         config=config,

@@ -308,6 +308,7 @@ class Simulation:
         self.trade_calls = 0
         self.events = 0
         self.run_s = 0.0
+        self.cpu_s = 0.0
         # Preallocated records handed to the policy.
         self._er = np.zeros(1, EXECUTION_REPORT)
         self._er["kind"] = int(RecordKind.EXECUTION_REPORT)
@@ -742,6 +743,7 @@ class Simulation:
         md = self.md
         n = len(md)
         t_start = time.perf_counter()
+        c_start = time.process_time()
         local = feed_times(md.ts_exch, md.ts_recv, self.cfg.latency)
         kind = md.kind
         # The policy hears about a book event only when the top changed.
@@ -882,6 +884,7 @@ class Simulation:
         self._sample(max(end, clock.now), mid)
         self.events = md.market_events
         self.run_s = time.perf_counter() - t_start
+        self.cpu_s = time.process_time() - c_start
         if progress is not None:
             progress(n, n)
 

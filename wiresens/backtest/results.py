@@ -80,7 +80,8 @@ class Result:
     ``orders``: every request sent past the pre-trade check; ``samples`` (:data:`~wiresens.backtest.engine.SAMPLE_DTYPE`): mid, position, equity,
     fees and traded notional every ``sample_interval_ms``; ``stats``: see the module doc;
     ``events``: market events replayed (level updates + trades); ``load_s``/``run_s``:
-    seconds spent loading the data and in the replay.
+    seconds spent loading the data and in the replay (wall clock), ``cpu_s`` the replay's
+    CPU time (what a loaded machine does not inflate).
     """
 
     fills: np.ndarray[Any, Any]
@@ -89,6 +90,7 @@ class Result:
     events: int
     load_s: float
     run_s: float
+    cpu_s: float = 0.0
     policy_calls: dict[str, int] = field(default_factory=dict)
     orders: Any = None
     """Requests that reached the venue side (:data:`~wiresens.backtest.engine.ORDER_DTYPE`)."""
