@@ -511,32 +511,36 @@ class Execution(Actor):
             )
 
     def _resolve_unknown(self, rep: Any) -> int:
-        """The exchange does not know an order this table has open.
+        """Close the gaps a REJECTED answer leaves; returns an order id to query, or 0.
 
-        A status query answered "order does not exist" (-2013): the order never reached
-        the exchange, or is long gone; an acknowledged one is closed as EXPIRED (logged),
-        a PENDING_NEW one is REJECTED as reported. A cancel refused as "unknown order"
-        (-2011): the order finished meanwhile; returns its id so its status is queried.
+        * A status query answered "order does not exist" (-2013): the order never
+          reached the exchange, or is long gone. A PENDING_NEW one is REJECTED as
+          reported; an acknowledged one is closed as EXPIRED (logged as an error).
+        * A refused cancel or cancel-replace (the report names the original in
+          ``orig_cl_ord_id``): the original's fate is unknown here (filled meanwhile,
+          or never there), so its status is queried rather than assumed.
         """
         if int(rep["status"]) != int(ExecStatus.REJECTED):
             return 0
         code = int(rep["error_code"])
-        target = int(rep["orig_cl_ord_id"]) or int(rep["cl_ord_id"])
-        order = self.oms.get(target)
-        if order is None or not order.is_open:
+        cl = int(rep["cl_ord_id"])
+        orig = int(rep["orig_cl_ord_id"])
+        if code == -2013 and not cl and orig:
+            order = self.oms.get(orig)
+            if order is not None and order.is_open and order.status != int(ExecStatus.PENDING_NEW):
+                rep["status"] = int(ExecStatus.EXPIRED)
+                rep["exec_type"] = int(ExecType.EXPIRED)
+                rep["cl_ord_id"] = orig
+                rep["orig_cl_ord_id"] = 0
+                structlog.get_logger("execution").error(
+                    "the exchange does not know an acknowledged order: closed as expired",
+                    cl_ord_id=orig,
+                )
             return 0
-        if code == -2013 and order.status != int(ExecStatus.PENDING_NEW):
-            rep["status"] = int(ExecStatus.EXPIRED)
-            rep["exec_type"] = int(ExecType.EXPIRED)
-            rep["cl_ord_id"] = target
-            rep["orig_cl_ord_id"] = 0
-            structlog.get_logger("execution").error(
-                "the exchange does not know an acknowledged order: closed as expired",
-                cl_ord_id=target,
-            )
-            return 0
-        if code == -2011:
-            return target
+        if orig and rep["reason"] != int(RejectReason.UNKNOWN_ORDER):
+            order = self.oms.get(orig)
+            if order is not None and order.is_open:
+                return orig
         return 0
 
     def _query_one(self, cl_ord_id: int) -> None:
@@ -623,4 +627,5 @@ class Execution(Actor):
             open_orders_left=left,
             forwarded=self.forwarded,
             rejected=self.rejected,
+            left=[repr(o) for o in self.oms if o.is_open][:10],
         )

@@ -14,14 +14,15 @@ slow the trading actors.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from wiresens.eventlog import EventLogWriter
-from wiresens.records import DTYPES, RecordKind
+from wiresens.eventlog import EventLogOffset, EventLogReader, EventLogWriter
+from wiresens.records import CONTROL_TAP_CHECKPOINT, DTYPES, RecordKind, new_record
 from wiresens.shm import ByteRing, FrameConsumer
 from wiresens.taps import RAW_BASE, unpack_raw
 
@@ -58,7 +59,44 @@ class Sidecar(Actor):
     def on_start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.writer = EventLogWriter(self.dir, self.node)
-        self.consumers = [ByteRing.attach(n).consumer() for n in self.tap_names]
+        rings = [ByteRing.attach(n) for n in self.tap_names]
+        self.consumers = [r.consumer() for r in rings]
+        self.created = [int(r.segment.header[0]["created_ns"]) for r in rings]
+        self._checkpoint = new_record(RecordKind.CONTROL)
+        self._checkpoint["command"] = CONTROL_TAP_CHECKPOINT
+        self.skipped_bytes = self._resume_from_checkpoints()
+
+    def _resume_from_checkpoints(self) -> int:
+        """Skip tap frames the log already holds (a sidecar killed between writing a batch
+        and releasing it), so the log gets each frame exactly once."""
+        reader = EventLogReader(self.dir)
+        segs = reader.segments()
+        if not segs:
+            return 0
+        last: dict[int, int] = {}
+        start = (
+            EventLogOffset(segs[-1].segment, 0)
+            if len(segs) == 1
+            else EventLogOffset(segs[-2].segment, 0)
+        )
+        for entry in reader.entries(start, kinds=[int(RecordKind.CONTROL)], skip_corrupt=True):
+            assert entry.records is not None
+            for rec in entry.records:
+                t = int(rec["target"])
+                if (
+                    int(rec["command"]) == CONTROL_TAP_CHECKPOINT
+                    and t < len(self.created)
+                    and int(rec["arg1"]) == self.created[t]
+                ):
+                    last[t] = max(last.get(t, 0), int(rec["arg0"]))
+        skipped = 0
+        for t, pos in last.items():
+            before = self.consumers[t].position
+            self.consumers[t].skip_to(pos)
+            skipped += self.consumers[t].position - before
+        if skipped:
+            self.log.warning("skipped tap frames the event log already has", bytes=skipped)
+        return skipped
 
     def idle_consumers(self) -> list[Any]:
         return list(self.consumers)
@@ -67,7 +105,7 @@ class Sidecar(Actor):
         writer = self.writer
         assert writer is not None
         work = 0
-        for cons in self.consumers:
+        for i, cons in enumerate(self.consumers):
             frames = cons.frames(4096)
             if not frames:
                 continue
@@ -90,6 +128,12 @@ class Sidecar(Actor):
                 run.append(payload)
             if run:
                 self._write_run(run_kind, run)
+            cp = self._checkpoint
+            cp["target"] = i
+            cp["arg0"] = cons.pending_position
+            cp["arg1"] = self.created[i]
+            cp["ts_pub"] = time.time_ns()
+            writer.append_records(RecordKind.CONTROL, cp)
             writer.flush()
             cons.release()
             self.frames += len(frames)

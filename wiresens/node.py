@@ -434,6 +434,7 @@ class Node:
                     break
                 time.sleep(0.05)
         finally:
+            sd_notify("STOPPING=1")
             if show:
                 print(
                     "stopping: policies, then execution (cancels open orders), then feed ...",
@@ -455,7 +456,8 @@ def sd_notify(message: str) -> bool:
         addr = "\0" + addr[1:]
     with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
         s.connect(addr)
-        s.sendall(message.encode())
+        # Never block the supervisor's loop on a notify socket nobody reads.
+        s.send(message.encode(), socket.MSG_DONTWAIT)
         return True
     return False
 
