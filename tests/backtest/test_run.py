@@ -73,7 +73,7 @@ def test_queue_models_differ_on_the_same_market(example: BacktestConfig) -> None
     md = load_market(example)
     cons = run(example, md)
     prob = run(msgspec.structs.replace(example, queue=QueueConfig(model="probabilistic")), md)
-    # Cancels ahead move the probabilistic queue up: it never fills less.
+    # Cancels ahead move the probabilistic queue up: on this market it fills more often.
     assert prob.stats["maker_fills"] >= cons.stats["maker_fills"]
     assert prob.digest() != cons.digest()
 
