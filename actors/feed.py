@@ -95,6 +95,7 @@ _TOB = int(RecordKind.TOP_OF_BOOK)
 _EXEC = int(RecordKind.EXECUTION_REPORT)
 _QUERY = int(RecordKind.ORDER_QUERY)
 _CANCEL = int(RecordKind.ORDER_CANCEL)
+_REPLACE = int(RecordKind.ORDER_REPLACE)
 _REASON_UNKNOWN_ORDER = 9  # wiresens.risk.RejectReason.UNKNOWN_ORDER
 _FIELDS: Any = EXECUTION_REPORT.fields
 _POLICY_BYTE: int = _FIELDS["policy"][1]
@@ -519,6 +520,13 @@ class FeedActor(Actor):
                 if int.from_bytes(queued[32:40], "little", signed=True) == orig:
                     del self.waiting_orders[i]
                     self._report_unsent_cancel(queued)
+                    if queued[0] == _REPLACE:
+                        # The replace never left: its original still works at the
+                        # exchange, and cancelling the replacement means cancelling it.
+                        cxl = bytearray(queued)
+                        cxl[0] = _CANCEL
+                        cxl[32:40] = bytes(8)
+                        self.waiting_cancels.append(bytes(cxl))
                     return
             self.waiting_cancels.append(rec)
         elif kind == _QUERY:
