@@ -219,6 +219,23 @@ class FrameConsumer:
         self._next = r
         return out
 
+    @property
+    def position(self) -> int:
+        """Bytes consumed and released so far (monotonic)."""
+        return self._r
+
+    @property
+    def pending_position(self) -> int:
+        """Where the ring will stand after :meth:`release` (past every frame read)."""
+        return self._next
+
+    def skip_to(self, position: int) -> None:
+        """Release everything before ``position`` (a frame boundary this consumer reached
+        before, e.g. recorded in a checkpoint) without reading it."""
+        if self._r < position <= self.words[W_WRITE]:
+            self._r = self._next = position
+            self.words[W_READ] = position
+
     def release(self) -> None:
         """Hand every frame returned so far back to the producer."""
         self._r = self._next

@@ -143,6 +143,9 @@ CONTROL_KILL = 2
 """Operator -> execution: engage the kill switch; ``target`` = policy index + 1, 0 = node."""
 CONTROL_RESUME = 3
 """Operator -> execution: lift the kill switch; ``target`` as for CONTROL_KILL."""
+CONTROL_TAP_CHECKPOINT = 4
+"""Sidecar -> event log: tap ``target`` is in the log up to byte ``arg0`` of the ring
+created at ``arg1`` (ns): a restarted sidecar skips what the log already has."""
 STATUS_KILLED_FLAG = 0x1
 """POLICY_STATUS ``flags``: the kill switch blocks this policy (or the whole node)."""
 # Flags of TRADE.

@@ -138,6 +138,14 @@ timer_interval_ms = 0
     n_exec = _count_log(events, RecordKind.EXECUTION_REPORT)
     n_new = _count_log(events, RecordKind.ORDER_NEW)
     assert n_exec > 0 and n_new > 0
+    # Exactly once in the log, even across the sidecar's SIGKILL: no order request twice.
+    ids = [
+        int(r["cl_ord_id"])
+        for e in EventLogReader(events).entries()
+        if e.type == EntryType.RECORDS and e.kind == RecordKind.ORDER_NEW
+        for r in (e.records if e.records is not None else ())
+    ]
+    assert len(ids) == len(set(ids)) == n_new
     # The node has stopped; the sinks stopped last. Their copies equal the log.
     out = subprocess.run(
         [
