@@ -149,6 +149,7 @@ class Execution(Actor):
         self._ps_raw = memoryview(self._ps).cast("B")  # type: ignore[arg-type]
         self._tob = np.zeros(1, TOP_OF_BOOK)
         self._tob_raw = memoryview(self._tob).cast("B")  # type: ignore[arg-type]
+        self._tob_words = self._tob_raw.cast("q")
 
     def on_start(self) -> None:
         t = self.topo
@@ -275,7 +276,7 @@ class Execution(Actor):
                     reason = self._check_risk(p, words, raw)
         elif kind != _CANCEL:
             reason = RejectReason.BAD_REQUEST
-        if reason == RejectReason.NONE and not self.oms.on_request(self._req[0]):
+        if reason == RejectReason.NONE and not self.oms.on_request_raw(raw):
             reason = RejectReason.UNKNOWN_ORDER if kind != _NEW else RejectReason.BAD_REQUEST
         if reason == RejectReason.NONE:
             assert self.orders is not None
@@ -323,9 +324,9 @@ class Execution(Actor):
 
     def _mid(self, sym: int) -> int:
         if 0 < sym <= self.symbol_count and self.tob_slots.read(sym - 1, self._tob_raw) > 0:
-            t = self._tob[0]
-            if t["bid_px"] and t["ask_px"]:
-                return (int(t["bid_px"]) + int(t["ask_px"])) // 2
+            w = self._tob_words
+            if w[4] and w[6]:  # bid_px, ask_px
+                return (w[4] + w[6]) // 2
         return 0
 
     # -- kill switch ------------------------------------------------------------------

@@ -12,7 +12,8 @@ gateway stage takes ``now - ts_recv`` once the frame bytes are ready to be
 written to the socket. This machine has two cores, so the policy host spins
 on one, execution on the other, and the gateway stage runs inside the
 execution process (in a node it is the feed's job); the bench feed sleeps
-between ticks (paced, so the figure is latency, not queueing).
+between ticks (paced, so the figure is latency, not queueing) on the execution
+CPU, so the policy's CPU is its own.
 
 Baseline, same run: the same PolicyObject and the same execution steps in two
 processes connected by ``multiprocessing.Queue`` (feed -> policy -> execution).
@@ -53,7 +54,14 @@ from wiresens.binance.orders import OrderEncoder
 from wiresens.instruments import Instrument, InstrumentTable
 from wiresens.oms import OrderTable
 from wiresens.policy import BookView, PolicyContext, PolicyObject, TopOfBook
-from wiresens.records import ORDER_REQUEST, SCALE, RecordKind, new_record
+from wiresens.records import (
+    ORDER_REQUEST,
+    SCALE,
+    ExecStatus,
+    ExecType,
+    RecordKind,
+    new_record,
+)
 from wiresens.risk import check_filters
 from wiresens.shm import Consumer, Ring
 
@@ -97,18 +105,28 @@ class TickTaker(PolicyObject):
 
 
 class GatewayStage:
-    """The gateway's socket-side step: order record -> WebSocket API frame, then stamp."""
+    """The gateway's socket-side step: order record -> WebSocket API frame, then stamp.
 
-    def __init__(self, out: str, count: int) -> None:
+    It also answers each request as the exchange would (NEW for an order, CANCELED for
+    a cancel) through the reports ring, off the measured path, so execution's and the
+    policy's order tables stay as small as in a live node.
+    """
+
+    def __init__(self, out: str, count: int, reports: str) -> None:
         self.out = out
         self.lat = np.zeros(count, np.int64)
         self.n = 0
         self.raw = memoryview(bytearray(ORDER_REQUEST.itemsize))
         self.words = self.raw.cast("q")
         self.frame_bytes = 0
+        self.reports_name = reports
+        self.rep = new_record(RecordKind.EXECUTION_REPORT)
+        self.rep_raw = memoryview(self.rep).cast("B")  # type: ignore[arg-type]
+        self.exch_id = 0
 
     def attach(self, orders: str, table: InstrumentTable) -> None:
         self.consumer: Consumer = Ring.attach(orders, None).consumer()
+        self.reports = Ring.attach(self.reports_name, None).producer()
         self.encoder = OrderEncoder(table)
 
     def poll(self) -> int:
@@ -117,11 +135,35 @@ class GatewayStage:
         frame = self.encoder.encode(self.raw)
         now = time.time_ns()
         self.encoder.pending.clear()
-        if frame is not None and self.n < len(self.lat):
+        if frame is not None and self.n < len(self.lat) and self.words[2]:
             self.lat[self.n] = now - self.words[2]
             self.n += 1
             self.frame_bytes += len(frame)
+        self._answer()
         return 1
+
+    def _answer(self) -> None:
+        req = np.frombuffer(self.raw, ORDER_REQUEST)[0]
+        r = self.rep[0]
+        kind = int(req["kind"])
+        if kind == RecordKind.ORDER_NEW:
+            self.exch_id += 1
+            r["cl_ord_id"], r["orig_cl_ord_id"], r["exch_order_id"] = (
+                req["cl_ord_id"],
+                0,
+                self.exch_id,
+            )
+            r["status"], r["exec_type"] = ExecStatus.NEW, ExecType.NEW
+        elif kind == RecordKind.ORDER_CANCEL:
+            r["cl_ord_id"], r["orig_cl_ord_id"] = req["cl_ord_id"], req["orig_cl_ord_id"]
+            r["status"], r["exec_type"] = ExecStatus.CANCELED, ExecType.CANCELED
+        else:
+            return
+        for f in ("symbol", "price", "qty", "side", "policy", "account"):
+            r[f] = req[f]
+        r["trade_id"] = -1
+        while not self.reports.try_write(self.rep_raw):
+            pass
 
     def close(self) -> None:
         np.save(self.out, self.lat[: self.n])
@@ -181,7 +223,7 @@ def _run_ring(ticks: int, cpus: list[int], idle: str) -> np.ndarray[Any, Any]:
                     **common,
                     "cancel_timeout": 0.0,
                     "gateway_stage": "benchmarks.bench_tick_to_order:GatewayStage",
-                    "gateway_kwargs": {"out": out, "count": total},
+                    "gateway_kwargs": {"out": out, "count": total, "reports": topo.reports},
                 },
             ),
         ]
@@ -196,7 +238,14 @@ def _run_ring(ticks: int, cpus: list[int], idle: str) -> np.ndarray[Any, Any]:
                 if time.monotonic() > deadline or master.poll():
                     raise RuntimeError(f"actors did not start: {master.events}")
                 time.sleep(0.01)
-            _feed(topo, total, PACE_S)
+            # The bench feed shares the execution CPU: it writes a tick and sleeps before
+            # execution has work from it, while the policy keeps its CPU to itself.
+            own = os.sched_getaffinity(0)
+            pin(cpus[1])
+            try:
+                _feed(topo, total, PACE_S)
+            finally:
+                os.sched_setaffinity(0, own)
             deadline = time.monotonic() + 60
             while orders.stats().read < total and time.monotonic() < deadline:
                 time.sleep(0.01)
@@ -286,10 +335,13 @@ def _run_queue(ticks: int, cpus: list[int]) -> np.ndarray[Any, Any]:
         pe.start()
         time.sleep(1.0)  # both processes import and block on get()
         bid = 65_000 * SCALE
+        own = os.sched_getaffinity(0)
+        pin(cpus[1])  # as in the ring cases
         for i in range(total):
             q1.put((time.time_ns(), bid + (i % 7) * (SCALE // 100), SCALE, bid + SCALE, SCALE))
             time.sleep(PACE_S)
         q1.put(None)
+        os.sched_setaffinity(0, own)
         pp.join(60)
         pe.join(60)
         for p in (pp, pe):

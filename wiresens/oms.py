@@ -126,6 +126,9 @@ def _offset(name: str, size: int) -> int:
 
 
 # Word (int64) and byte indexes of EXECUTION_REPORT fields, for apply_raw.
+_K_NEW = int(RecordKind.ORDER_NEW)
+_K_CANCEL = int(RecordKind.ORDER_CANCEL)
+_K_REPLACE = int(RecordKind.ORDER_REPLACE)
 _RQ_CL_ORD_ID = _offset("cl_ord_id", 8)
 _RQ_ORIG = _offset("orig_cl_ord_id", 8)
 _RQ_EXCH_ID = _offset("exch_order_id", 8)
@@ -317,6 +320,32 @@ class OrderTable:
                 orig_cl_ord_id=int(req["orig_cl_ord_id"])
                 if kind == RecordKind.ORDER_REPLACE
                 else 0,
+            )
+        )
+
+    def on_request_raw(self, raw: memoryview) -> bool:
+        """:meth:`on_request` for the raw bytes of an ORDER_REQUEST (``"B"`` view): int64
+        words and bytes instead of numpy fields (~10 us less per request in CPython)."""
+        kind = raw[0]
+        q = raw.cast("q")
+        if kind == _K_CANCEL:
+            return self.mark_pending_cancel(q[5])
+        if kind == _K_REPLACE and not self.mark_pending_cancel(q[5]):
+            return False
+        if kind != _K_NEW and kind != _K_REPLACE:
+            return False
+        return self.add(
+            Order(
+                q[4],
+                policy=raw[88] | raw[89] << 8,
+                symbol=q[0] >> 32,
+                side=raw[92],
+                qty=q[8],
+                price=q[7],
+                order_type=raw[93],
+                tif=raw[94],
+                account=raw[90] | raw[91] << 8,
+                orig_cl_ord_id=q[5] if kind == _K_REPLACE else 0,
             )
         )
 

@@ -276,6 +276,9 @@ def fixed_to_wire(value: int) -> str:
     Binance rejects more decimals than a symbol allows even when they are zeros
     on some markets (USD-M), so trailing zeros are never sent.
     """
+    if value >= 0:
+        whole, frac = divmod(value, 100_000_000)
+        return str(whole) if not frac else f"{whole}.{frac:08d}".rstrip("0")
     text = from_fixed(value)
     return text.rstrip("0").rstrip(".")
 

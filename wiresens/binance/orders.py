@@ -14,12 +14,25 @@ from collections.abc import Callable
 from typing import Any
 
 from wiresens.instruments import InstrumentTable
-from wiresens.records import RecordKind
+from wiresens.records import OrderType, RecordKind, Side, TimeInForce
 
-from .codec import cancel_params, encode_request, place_params, replace_params
+from .codec import (
+    CLIENT_ID_PREFIX,
+    cancel_params,
+    encode_request,
+    fixed_to_wire,
+    place_params,
+    replace_params,
+)
 from .signing import ws_payload
 
 __all__ = ["OrderEncoder"]
+
+_MARKET = int(OrderType.MARKET)
+_LIMIT_MAKER = int(OrderType.LIMIT_MAKER)
+_FAST_TYPES = {int(t): t.name for t in (OrderType.LIMIT, OrderType.LIMIT_MAKER, OrderType.MARKET)}
+_SIDES = {int(s): s.name for s in Side}
+_TIFS = {int(t): t.name for t in TimeInForce}
 
 _NEW = int(RecordKind.ORDER_NEW)
 _CANCEL = int(RecordKind.ORDER_CANCEL)
@@ -61,11 +74,49 @@ class OrderEncoder:
         self.pending: dict[int, bytes] = {}
         """request id -> the ORDER_REQUEST record it carried, until its response."""
 
+    def _fast_place(self, raw: Any) -> bytes | None:
+        """``order.place`` of a plain LIMIT / LIMIT_MAKER / MARKET order on a logged-on
+        session, formatted directly (the general path builds a dict and a Struct: ~7 us)."""
+        w = raw.cast("q") if isinstance(raw, memoryview) else memoryview(raw).cast("q")
+        sym = w[0] >> 32
+        otype = raw[93]
+        if (
+            not self.logged_on
+            or w[9]  # stop price
+            or raw[95]  # self-trade prevention mode
+            or otype not in _FAST_TYPES
+            or not 0 < sym < len(self.table) + 1
+            or (otype == _MARKET and not w[8])
+        ):
+            return None
+        tif = raw[94]
+        rid = self.next_id
+        self.next_id = rid + 1
+        parts = [
+            f'{{"id":{rid},"method":"order.place","params":{{"symbol":"{self.table[sym].symbol}",'
+            f'"side":"{_SIDES[raw[92]]}","type":"{_FAST_TYPES[otype]}",'
+        ]
+        if tif and otype != _LIMIT_MAKER:
+            parts.append(f'"timeInForce":"{_TIFS[tif]}",')
+        parts.append(f'"quantity":"{fixed_to_wire(w[8])}",')
+        if w[7]:
+            parts.append(f'"price":"{fixed_to_wire(w[7])}",')
+        parts.append(
+            f'"newClientOrderId":"{CLIENT_ID_PREFIX}{w[4]}","newOrderRespType":"RESULT",'
+            f'"timestamp":{self.clock_ms()},"recvWindow":{self.recv_window}}}}}'
+        )
+        self.pending[rid] = bytes(raw)
+        return "".join(parts).encode()
+
     def encode(self, rec: Any) -> bytes | None:
         """The request frame for one ORDER_REQUEST record (bytes-like or numpy), None if
         its kind is not an order request."""
         raw = rec if not hasattr(rec, "tobytes") else rec.tobytes()
         kind = raw[0]
+        if kind == _NEW:
+            fast = self._fast_place(raw)
+            if fast is not None:
+                return fast
         method = _METHOD.get(kind, "")
         if kind == _NEW:
             params = place_params(raw, self.table)
