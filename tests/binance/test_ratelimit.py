@@ -150,4 +150,5 @@ def test_should_wait_is_zero_iff_it_fits(used: int, weight: int, offset: float) 
     if used + weight <= 1200:
         assert wait == 0.0
     else:
-        assert wait == pytest.approx(60.0 - offset)
+        # Epoch seconds as floats resolve ~2e-7 s: compare at a microsecond.
+        assert wait == pytest.approx(60.0 - offset, abs=1e-6)

@@ -300,12 +300,19 @@ class NodeAgent:
         raise _LeaseLost("a watch ended")
 
     async def _goodbye(self, store: Store, lease: int, info: NodeInfo) -> None:
+        # Each step on its own: one failing must not skip the others.
         with contextlib.suppress(Exception):
             # commands the node took must not be delivered again to its next run
             await self._delete_taken(store)
-            if self._revoke_on_stop:
-                await self._publish(store, info, stopped=True)
-                await store.revoke(lease)
+        if not self._revoke_on_stop:
+            return
+        with contextlib.suppress(Exception):
+            await self._publish(store, info, stopped=True)
+        with contextlib.suppress(Exception):
+            await store.revoke(lease)
+        with contextlib.suppress(Exception):
+            # Again, last: a report cancelled in flight may have landed after the first.
+            await self._publish(store, info, stopped=True)
 
     async def _resync(self, store: Store) -> int:
         pols, rev = await store.get_prefix(store.dir("policies"))
