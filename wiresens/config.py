@@ -202,12 +202,23 @@ class PolicyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     risk: RiskConfig = RiskConfig()
 
 
+class ControlConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The control plane this node registers with (absent: a standalone node)."""
+
+    etcd: str
+    """etcd client address, ``host:port``."""
+    prefix: str = "/wiresens"
+    ttl_s: int = 5
+    """Lease of the node's registration: it shows Lost this long after it dies."""
+
+
 class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     node: NodeSection = NodeSection()
     feed: FeedConfig = FeedConfig()
     execution: ExecutionConfig = ExecutionConfig()
     sidecar: SidecarConfig = SidecarConfig()
     policy: list[PolicyConfig] = msgspec.field(default_factory=list)
+    control: ControlConfig | None = None
     source: str = ""
     """Set by :func:`load_config`: the file read (or ``<embedded default>``); not a TOML key."""
     base_dir: str = ""

@@ -44,6 +44,8 @@ from wiresens.errors import ConfigError, ServiceUnavailableError, WiresensError
 from wiresens.fixedpoint import from_fixed
 from wiresens.instruments import InstrumentTable
 from wiresens.records import (
+    CONTROL_KILL,
+    CONTROL_RESUME,
     POLICY_STATUS,
     STATUS_KILLED_FLAG,
     TOP_OF_BOOK,
@@ -104,6 +106,7 @@ class Node:
         self.master: StrategyMaster | None = None
         self.endpoints: dict[str, str] = {}
         self.manifest: dict[str, Any] = {}
+        self.agent: Any = None
 
     # -- venue ---------------------------------------------------------------------------
     def _local_account(self) -> tuple[str, bytes]:
@@ -368,6 +371,63 @@ class Node:
         }
         (self.run_dir / "node.json").write_text(json.dumps(self.manifest, indent=1))
 
+    # -- control plane -----------------------------------------------------------------
+    def _start_agent(self) -> None:
+        ctl = self.cfg.control
+        if ctl is None:
+            return
+        from wiresens.control import NodeAgent
+
+        caps = {
+            "cpus": os.cpu_count() or 0,
+            "venue": self.cfg.feed.venue,
+            "symbols": list(self.cfg.feed.symbols),
+        }
+        self.agent = NodeAgent(
+            ctl.etcd, ctl.prefix, self.cfg.node.name, caps, ttl=ctl.ttl_s
+        ).start()
+        self._killed_seen: dict[str | None, bool] = {}
+
+    def _agent_cycle(self) -> None:
+        """Once a second: report, carry out commands, follow the kill switches.
+
+        Policies come from node.toml; the control plane's desired policies are reported
+        back as-is (starting and stopping policies from it is not wired yet).
+        """
+        agent = self.agent
+        if agent is None:
+            return
+        with contextlib.suppress(WiresensError, OSError):
+            agent.report(read_status(self.run_dir))
+        for cmd in agent.pending_commands():
+            try:
+                if cmd.kind in ("kill", "resume"):
+                    send_control(
+                        self.run_dir,
+                        CONTROL_KILL if cmd.kind == "kill" else CONTROL_RESUME,
+                        cmd.policy,
+                    )
+                elif cmd.kind == "restart" and self.master is not None:
+                    self._restart_actor(str(cmd.actor))
+            except WiresensError as exc:
+                self.master_events(f"command {cmd.kind} failed: {exc}")
+        for scope in [None, *(p.name for p in self.cfg.policy)]:
+            killed = agent.killed(scope)
+            if killed != self._killed_seen.get(scope, False):
+                self._killed_seen[scope] = killed
+                with contextlib.suppress(WiresensError):
+                    send_control(self.run_dir, CONTROL_KILL if killed else CONTROL_RESUME, scope)
+
+    def _restart_actor(self, name: str) -> None:
+        assert self.master is not None
+        for h in self.master.handles:
+            if h.name in (name, f"policy:{name}") and h.process is not None and h.process.pid:
+                os.kill(h.process.pid, signal.SIGTERM)
+
+    def master_events(self, text: str) -> None:
+        if self.master is not None:
+            self.master.events.append(text)
+
     def poll(self) -> None:
         assert self.master is not None
         self.master.poll()
@@ -377,6 +437,10 @@ class Node:
             )
 
     def stop(self) -> None:
+        if self.agent is not None:
+            with contextlib.suppress(Exception):
+                self.agent.stop()
+            self.agent = None
         if self.master is not None:
             self.master.stop()
             self.master.close()
@@ -401,7 +465,9 @@ class Node:
         old = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.start()
+            self._start_agent()
             sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=trading")
+            last_agent = 0.0
             watchdog_s = int(os.environ.get("WATCHDOG_USEC", "0")) / 2e6
             last_dog = 0.0
             t0 = time.monotonic()
@@ -411,6 +477,9 @@ class Node:
             while not stopping[0]:
                 self.poll()
                 now = time.monotonic()
+                if self.agent is not None and now - last_agent >= 1.0:
+                    last_agent = now
+                    self._agent_cycle()
                 if watchdog_s and now - last_dog >= watchdog_s:
                     last_dog = now
                     sd_notify("WATCHDOG=1")

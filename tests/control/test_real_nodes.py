@@ -1,0 +1,109 @@
+"""Two real nodes (``wiresens node up`` process trees, distinct names and shm prefixes)
+register with the control plane; the CLI sees them and its kill switch reaches them.
+
+Policy names are cluster-wide in the control plane, so each node's policy has its own."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wiresens.node import read_status
+
+from .conftest import ApiServer, wait_until
+from .test_cluster import cli, cli_json
+
+HERE = Path(__file__).parent.parent / "e2e"
+
+
+def _node(tmp: Path, name: str, etcd: str, prefix: str) -> tuple[subprocess.Popen[bytes], Path]:
+    cfg = tmp / f"{name}.toml"
+    run_dir = tmp / f"run-{name}"
+    cfg.write_text(f"""
+[node]
+name = "{name}"
+shm_prefix = "wstest{uuid.uuid4().hex[:4]}"
+run_dir = "{run_dir}"
+log_target = "file"
+
+[feed]
+symbols = ["BTCUSDT"]
+
+[feed.local]
+market = "synthetic:5:100"
+
+[control]
+etcd = "{etcd}"
+prefix = "{prefix}"
+ttl_s = 3
+
+[[policy]]
+name = "taker-{name}"
+class = "{HERE / "policies.py"}:Taker"
+timer_interval_ms = 0
+""")
+    with open(tmp / f"{name}.out", "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "wiresens", "node", "up", "--config", str(cfg), "--quiet"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return proc, run_dir
+
+
+def _killed(run_dir: Path) -> bool:
+    pols = read_status(run_dir)["policies"]
+    assert pols, "the node reports no policy yet"
+    return all(p["killed"] for p in pols)
+
+
+@pytest.mark.slow
+def test_two_real_nodes_register_and_obey_the_kill_switch(
+    apiserver: ApiServer, tmp_path: Path
+) -> None:
+    a_name, b_name = f"na{uuid.uuid4().hex[:4]}", f"nb{uuid.uuid4().hex[:4]}"
+    nodes: list[tuple[subprocess.Popen[bytes], Path]] = []
+    try:
+        for name in (a_name, b_name):
+            nodes.append(_node(tmp_path, name, apiserver.etcd, apiserver.prefix))
+
+        def states() -> dict[str, Any]:
+            return {n["name"]: n["state"] for n in cli_json(apiserver, "get", "nodes")}
+
+        wait_until(
+            lambda: states().get(a_name) == "Ready" and states().get(b_name) == "Ready",
+            90,
+            "both nodes Ready",
+        )
+        for _, run_dir in nodes:
+            wait_until(lambda rd=run_dir: bool(read_status(rd)["policies"]), 60, "policy status")
+        # Kill node B from the CLI: B's policies are blocked, A's are not.
+        r = cli(apiserver, "kill", "--node", b_name)
+        assert r.exit_code == 0, r.output
+        wait_until(lambda: _killed(nodes[1][1]), 30, "node B killed")
+        assert not _killed(nodes[0][1])
+        r = cli(apiserver, "resume", "--node", b_name)
+        assert r.exit_code == 0, r.output
+        wait_until(lambda: not _killed(nodes[1][1]), 30, "node B resumed")
+        # Stop node A cleanly: it says goodbye and shows Stopped, B stays Ready.
+        nodes[0][0].send_signal(signal.SIGTERM)
+        assert nodes[0][0].wait(60) == 0
+        wait_until(
+            lambda: states().get(a_name) in ("Stopped", "Lost") and states().get(b_name) == "Ready",
+            30,
+            "A stopped, B ready",
+        )
+    finally:
+        for proc, _ in nodes:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
