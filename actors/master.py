@@ -54,6 +54,7 @@ class ActorHandle:
     next_start: float = 0.0
     gave_up: bool = False
     stopped: bool = False
+    restart_requested: bool = False
 
     @property
     def name(self) -> str:
@@ -138,6 +139,13 @@ class StrategyMaster:
                 h.process = None
                 if h.stopped:
                     continue
+                if h.restart_requested:
+                    # An operator's restart (e.g. new params): no failure, no backoff.
+                    h.restart_requested = False
+                    h.restarts += 1
+                    self.board.writer(h.index).set(restarts=h.restarts)
+                    self._spawn(h)
+                    continue
                 h.failures = [t for t in h.failures if now - t < self.restart_window] + [now]
                 w = self.board.writer(h.index)
                 w.set(state=int(ActorState.FAILED), pid=0)
@@ -183,6 +191,48 @@ class StrategyMaster:
                 )
             out.append(row)
         return out
+
+    # -- operator actions ---------------------------------------------------------------
+    def handle(self, name: str) -> ActorHandle | None:
+        return next((h for h in self.handles if h.name == name), None)
+
+    def restart_actor(self, name: str, kwargs: dict[str, Any] | None = None) -> bool:
+        """Restart one actor (with updated kwargs): SIGTERM now, respawned by :meth:`poll`.
+        A stopped or given-up actor is started again."""
+        h = self.handle(name)
+        if h is None:
+            return False
+        if kwargs:
+            h.spec["kwargs"] = {**h.spec.get("kwargs", {}), **kwargs}
+        h.gave_up = False
+        h.failures = []
+        if h.process is not None and h.process.is_alive() and h.process.pid:
+            h.restart_requested = True
+            h.stopped = False
+            os.kill(h.process.pid, signal.SIGTERM)
+        else:
+            h.stopped = False
+            self._spawn(h)
+        self.events.append(f"{name}: restarted by request")
+        return True
+
+    def stop_actor(self, name: str, timeout: float = 10.0) -> bool:
+        """Stop one actor and keep it stopped (until :meth:`restart_actor`)."""
+        h = self.handle(name)
+        if h is None:
+            return False
+        h.stopped = True
+        if h.process is not None and h.process.is_alive() and h.process.pid:
+            os.kill(h.process.pid, signal.SIGTERM)
+            h.process.join(timeout)
+            if h.process.is_alive():
+                h.process.kill()
+                h.process.join(5)
+        h.process = None
+        assert self.board is not None
+        self.board.writer(h.index).set(state=int(ActorState.STOPPED), pid=0)
+        self.events.append(f"{name}: stopped by request")
+        return True
 
     # -- stop ------------------------------------------------------------------------
     def stop(self) -> None:

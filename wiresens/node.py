@@ -34,6 +34,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from wiresens.actors.actor import ActorSpec
 from wiresens.actors.lifecycle import ActorState
 from wiresens.actors.master import StrategyMaster
@@ -387,6 +389,9 @@ class Node:
             ctl.etcd, ctl.prefix, self.cfg.node.name, caps, ttl=ctl.ttl_s
         ).start()
         self._killed_seen: dict[str | None, bool] = {}
+        self._desired_seen = -1
+        self._running = {p.name: p for p in self.cfg.policy}
+        self._disabled: set[str] = set()
 
     def _agent_cycle(self) -> None:
         """Once a second: report, carry out commands, follow the kill switches.
@@ -411,12 +416,70 @@ class Node:
                     self._restart_actor(str(cmd.actor))
             except WiresensError as exc:
                 self.master_events(f"command {cmd.kind} failed: {exc}")
+        version = agent.desired_version()
+        if version != self._desired_seen:
+            self._desired_seen = version
+            desired = agent.desired_policies()
+            if desired is not None:
+                self._apply_desired(desired)
         for scope in [None, *(p.name for p in self.cfg.policy)]:
             killed = agent.killed(scope)
             if killed != self._killed_seen.get(scope, False):
                 self._killed_seen[scope] = killed
                 with contextlib.suppress(WiresensError):
                     send_control(self.run_dir, CONTROL_KILL if killed else CONTROL_RESUME, scope)
+
+    def _apply_desired(self, desired: list[Any]) -> None:
+        """Desired policies from the control plane, for the policies this node runs.
+
+        A changed spec restarts just that policy's actor with the new parameters (the
+        node keeps trading); ``enabled = false`` stops it. Its symbols, account and
+        CPU are fixed by node.toml (they shape the rings and the feed's subscriptions),
+        and a policy that is not in node.toml cannot be started here: both are reported.
+        """
+        from wiresens.config import load_policy_class, policy_params
+        from wiresens.control import to_config
+
+        assert self.master is not None
+        for spec in desired:
+            name = spec.name
+            current = self._running.get(name)
+            actor = f"policy:{name}"
+            if current is None:
+                self.master_events(
+                    f"policy {name!r} is not in this node's config; add it to node.toml"
+                )
+                continue
+            if not spec.enabled:
+                if name not in self._disabled:
+                    self._disabled.add(name)
+                    self.master.stop_actor(actor)
+                continue
+            want = to_config(spec)
+            fixed = ("symbols", "account", "cpu", "cls")
+            if any(getattr(want, f) != getattr(current, f) for f in fixed if getattr(want, f)):
+                self.master_events(
+                    f"policy {name!r}: symbols, account, cpu and class come from node.toml; "
+                    "only params, risk and timer change at run time"
+                )
+            try:
+                cls = load_policy_class(current.cls, self.cfg.base_dir or ".")
+                policy_params(want, cls)
+            except WiresensError as exc:
+                self.master_events(f"policy {name!r}: desired params refused: {exc}")
+                continue
+            changed = (
+                want.params != current.params or want.timer_interval_ms != current.timer_interval_ms
+            )
+            if changed or name in self._disabled:
+                self._disabled.discard(name)
+                self._running[name] = msgspec.structs.replace(
+                    current, params=want.params, timer_interval_ms=want.timer_interval_ms
+                )
+                self.master.restart_actor(
+                    actor,
+                    {"params": dict(want.params), "timer_interval_ms": want.timer_interval_ms},
+                )
 
     def _restart_actor(self, name: str) -> None:
         assert self.master is not None

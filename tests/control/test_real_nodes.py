@@ -91,6 +91,38 @@ def test_two_real_nodes_register_and_obey_the_kill_switch(
         r = cli(apiserver, "resume", "--node", b_name)
         assert r.exit_code == 0, r.output
         wait_until(lambda: not _killed(nodes[1][1]), 30, "node B resumed")
+
+        # Re-parameterise B's policy from the CLI: only that actor restarts, with the new
+        # params; disabling it stops it, enabling it starts it again.
+        def actor(run_dir: Path, name: str) -> dict[str, Any]:
+            return next(a for a in read_status(run_dir)["actors"] if a["name"] == name)
+
+        b_actor = f"policy:taker-{b_name}"
+        before = actor(nodes[1][1], b_actor)
+        feed_pid = actor(nodes[1][1], "feed")["pid"]
+        spec = tmp_path / "policy.toml"
+        for enabled, qty in ((True, 200_000), (False, 200_000), (True, 300_000)):
+            spec.write_text(
+                f'[[policy]]\nname = "taker-{b_name}"\nclass = "{HERE / "policies.py"}:Taker"\n'
+                f'node = "{b_name}"\nenabled = {str(enabled).lower()}\ntimer_interval_ms = 1000\n'
+                f"params = {{ qty = {qty} }}\n"
+            )
+            r = cli(apiserver, "apply", "-f", str(spec))
+            assert r.exit_code == 0, r.output
+            if enabled:
+                wait_until(
+                    lambda old=before["pid"]: (
+                        (a := actor(nodes[1][1], b_actor))["state"] == "RUNNING" and a["pid"] != old
+                    ),
+                    60,
+                    "B's policy restarted with new params",
+                )
+                before = actor(nodes[1][1], b_actor)
+            else:
+                wait_until(lambda: actor(nodes[1][1], b_actor)["state"] == "STOPPED", 60, "stopped")
+        assert actor(nodes[1][1], "feed")["pid"] == feed_pid  # the node kept running
+        assert actor(nodes[0][1], f"policy:taker-{a_name}")["restarts"] == 0
+
         # Stop node A cleanly: it says goodbye and shows Stopped, B stays Ready.
         nodes[0][0].send_signal(signal.SIGTERM)
         assert nodes[0][0].wait(60) == 0
