@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from wiresens.node import read_status
+from wiresens.testing.services import Service
 
 from .conftest import ApiServer, wait_until
 from .test_cluster import cli, cli_json
@@ -65,7 +66,7 @@ def _killed(run_dir: Path) -> bool:
 
 @pytest.mark.slow
 def test_two_real_nodes_register_and_obey_the_kill_switch(
-    apiserver: ApiServer, tmp_path: Path
+    apiserver: ApiServer, tmp_path: Path, etcd_service: Service
 ) -> None:
     a_name, b_name = f"na{uuid.uuid4().hex[:4]}", f"nb{uuid.uuid4().hex[:4]}"
     nodes: list[tuple[subprocess.Popen[bytes], Path]] = []
@@ -122,6 +123,26 @@ def test_two_real_nodes_register_and_obey_the_kill_switch(
                 wait_until(lambda: actor(nodes[1][1], b_actor)["state"] == "STOPPED", 60, "stopped")
         assert actor(nodes[1][1], "feed")["pid"] == feed_pid  # the node kept running
         assert actor(nodes[0][1], f"policy:taker-{a_name}")["restarts"] == 0
+
+        # etcd down: the nodes keep trading on their last desired state (fail-static) and
+        # the CLI says the control plane's store is down; back up, the nodes are Ready again.
+        def fills(run_dir: Path) -> int:
+            return sum(p["fills"] for p in read_status(run_dir)["policies"])
+
+        etcd_service.stop()
+        try:
+            r = cli(apiserver, "get", "nodes")
+            assert r.exit_code == 5, r.output
+            assert "etcd" in r.output
+            before_fills = fills(nodes[0][1])
+            wait_until(lambda: fills(nodes[0][1]) > before_fills + 1, 60, "A trades without etcd")
+        finally:
+            etcd_service.start()
+        wait_until(
+            lambda: states().get(a_name) == "Ready" and states().get(b_name) == "Ready",
+            60,
+            "both Ready after etcd returned",
+        )
 
         # Stop node A cleanly: it says goodbye and shows Stopped, B stays Ready.
         nodes[0][0].send_signal(signal.SIGTERM)
