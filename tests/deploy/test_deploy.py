@@ -191,6 +191,9 @@ def deployed(workdir: Path) -> Iterator[Deployment]:
 
 
 def test_playbook_installs_then_changes_nothing(deployed: Deployment) -> None:
+    # Shown with `pytest -s`: the recap of the second run is the idempotence evidence.
+    recap = deployed.second_output[deployed.second_output.rfind("PLAY RECAP") :]
+    print(f"\nsecond run:\n{recap.strip()}")
     assert deployed.first["failed"] == 0 and deployed.first["changed"] > 0
     task, changed = "", []
     for line in deployed.second_output.splitlines():
