@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from .doorbell import Doorbell
+from .doorbell import BellRinger, Doorbell
 from .errors import ShmError
 from .process import process_alive, self_id
 from .ring import (
@@ -136,7 +136,7 @@ class FrameProducer:
         self.words = ring.words
         self._w: int = ring.words[W_WRITE]
         self._limit: int = ring.words[W_READ] + self.cap
-        self._doorbell: Doorbell | None = None
+        self._doorbell = BellRinger()
         self.too_big = 0
 
     def try_write(self, kind: int, *parts: Any, flags: int = 0) -> bool:
@@ -174,19 +174,10 @@ class FrameProducer:
         return True
 
     def _ring(self) -> None:
-        words = self.words
-        words[W_WAITING] = 0
-        bell_id = words[W_DOORBELL]
-        if self._doorbell is None or self._doorbell.id != bell_id:
-            if self._doorbell is not None:
-                self._doorbell.close()
-            self._doorbell = Doorbell.open(bell_id) if bell_id else None
-        if self._doorbell is not None:
-            self._doorbell.ring()
+        self._doorbell.ring(self.words, W_WAITING, W_DOORBELL)
 
     def close(self) -> None:
-        if self._doorbell is not None:
-            self._doorbell.close()
+        self._doorbell.close()
 
 
 class FrameConsumer:

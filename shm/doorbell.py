@@ -24,7 +24,14 @@ import posix_ipc
 
 from .process import process_alive
 
-__all__ = ["Doorbell", "doorbell_name", "doorbell_pid", "remove_doorbell", "stale_doorbells"]
+__all__ = [
+    "BellRinger",
+    "Doorbell",
+    "doorbell_name",
+    "doorbell_pid",
+    "remove_doorbell",
+    "stale_doorbells",
+]
 
 
 SEM_PREFIX = "sem.wiresens.bell."
@@ -124,3 +131,28 @@ class Doorbell:
 
     def __repr__(self) -> str:
         return f"Doorbell(id={self.id:#x}, owner={self._owner}, pid={os.getpid()})"
+
+
+class BellRinger:
+    """A producer's side of the handshake: clear the consumer's waiting word and post
+    the doorbell whose id the consumer stored (opened once, reopened if it changes)."""
+
+    __slots__ = ("_bell",)
+
+    def __init__(self) -> None:
+        self._bell: Doorbell | None = None
+
+    def ring(self, words: memoryview, waiting_word: int, doorbell_word: int) -> None:
+        words[waiting_word] = 0
+        bell_id = words[doorbell_word]
+        if self._bell is None or self._bell.id != bell_id:
+            if self._bell is not None:
+                self._bell.close()
+            self._bell = Doorbell.open(bell_id) if bell_id else None
+        if self._bell is not None:
+            self._bell.ring()
+
+    def close(self) -> None:
+        if self._bell is not None:
+            self._bell.close()
+            self._bell = None

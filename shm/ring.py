@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from .doorbell import Doorbell
+from .doorbell import BellRinger, Doorbell
 from .errors import ShmError, UnsupportedPlatformError
 from .process import process_alive, self_id
 from .segment import Segment, SegmentInfo, Structure, describe
@@ -256,7 +256,7 @@ class Producer:
         self._buf = ring.segment.buf[
             ring.segment.data_offset : ring.segment.data_offset + self.cap * self._size
         ]
-        self._doorbell: Doorbell | None = None
+        self._doorbell = BellRinger()
 
     def try_write(self, record: Any) -> bool:
         """Copy one record (bytes-like of ``itemsize`` bytes) into the ring; False when full.
@@ -368,20 +368,10 @@ class Producer:
         return self._limit - self._w
 
     def _ring_doorbell(self) -> None:
-        words = self._words
-        words[W_WAITING] = 0
-        bell_id = words[W_DOORBELL]
-        if self._doorbell is None or self._doorbell.id != bell_id:
-            if self._doorbell is not None:
-                self._doorbell.close()
-            self._doorbell = Doorbell.open(bell_id) if bell_id else None
-        if self._doorbell is not None:
-            self._doorbell.ring()
+        self._doorbell.ring(self._words, W_WAITING, W_DOORBELL)
 
     def close(self) -> None:
-        if self._doorbell is not None:
-            self._doorbell.close()
-            self._doorbell = None
+        self._doorbell.close()
         self._buf.release()
 
 

@@ -84,43 +84,42 @@ def check(config: str = typer.Option(None, "--config", "-c", help=CONFIG_HELP)) 
     )
 
 
-@app.command("kill")
-def kill(
-    config: str = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
-    policy: str = typer.Option(
-        None, "--policy", help="Only this policy (default: the whole node)."
-    ),
-    run_dir: str = typer.Option(None, help="The node's run directory instead of the config's."),
-) -> None:
-    """Kill switch: cancel every open order of the scope and block new ones."""
+POLICY_OPT = typer.Option(None, "--policy", help="Only this policy (default: the whole node).")
+RUN_DIR_OPT = typer.Option(None, help="The node's run directory instead of the config's.")
+
+
+def _control(command: int, config: str | None, policy: str | None, run_dir: str | None) -> str:
     from wiresens.node import send_control
-    from wiresens.records import CONTROL_KILL
 
     rd = Path(run_dir) if run_dir else _load(config).run_dir
     try:
-        scope = send_control(rd, CONTROL_KILL, policy)
+        return send_control(rd, command, policy)
     except WiresensError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+@app.command("kill")
+def kill(
+    config: str = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    policy: str = POLICY_OPT,
+    run_dir: str = RUN_DIR_OPT,
+) -> None:
+    """Kill switch: cancel every open order of the scope and block new ones."""
+    from wiresens.records import CONTROL_KILL
+
+    scope = _control(CONTROL_KILL, config, policy, run_dir)
     typer.echo(f"kill switch engaged for {scope}; `wiresens node resume` lifts it")
 
 
 @app.command("resume")
 def resume(
     config: str = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
-    policy: str = typer.Option(
-        None, "--policy", help="Only this policy (default: the whole node)."
-    ),
-    run_dir: str = typer.Option(None, help="The node's run directory instead of the config's."),
+    policy: str = POLICY_OPT,
+    run_dir: str = RUN_DIR_OPT,
 ) -> None:
     """Lift the kill switch (node-wide, or of one policy)."""
-    from wiresens.node import send_control
     from wiresens.records import CONTROL_RESUME
 
-    rd = Path(run_dir) if run_dir else _load(config).run_dir
-    try:
-        scope = send_control(rd, CONTROL_RESUME, policy)
-    except WiresensError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    scope = _control(CONTROL_RESUME, config, policy, run_dir)
     typer.echo(f"kill switch lifted for {scope}")
