@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,10 @@ from .actor import Actor
 from .status import StatusWriter
 
 __all__ = ["SinkActor"]
+
+DRAIN_S = 7.0
+"""How long a stopping sink keeps copying to reach the end of the log (the master gives
+the sidecar group 10 s); what is left is copied at the next start from the offset."""
 
 
 class SinkActor(Actor):
@@ -75,6 +80,13 @@ class SinkActor(Actor):
                 if status is not None:
                     status.heartbeat(cycles, int(st.get("records", 0)))
         finally:
+            # A clean stop drains first: the sidecar has written the last taps by now.
+            deadline = time.monotonic() + DRAIN_S
+            while not task.done() and time.monotonic() < deadline:
+                st = runner.status()
+                if st.get("connected") and not st.get("lag_bytes"):
+                    break
+                await asyncio.sleep(0.1)
             runner.stop()
             try:
                 await asyncio.wait_for(task, 10)
