@@ -457,36 +457,34 @@ class Execution(Actor):
                 continue
             if policy is not None and order.policy != policy:
                 continue
-            req = self._req[0]
-            req["kind"] = _CANCEL
-            req["version"] = SCHEMA_VERSION[RecordKind.ORDER_CANCEL]
-            req["symbol"] = order.symbol
-            req["cl_ord_id"] = 0
-            req["orig_cl_ord_id"] = order.cl_ord_id
-            req["policy"] = order.policy
-            req["account"] = order.account
-            req["ts_pub"] = time.time_ns()
-            if self.oms.mark_pending_cancel(order.cl_ord_id) and self.orders.try_write(
-                self._req_raw
+            if self.oms.mark_pending_cancel(order.cl_ord_id) and self._request_about(
+                _CANCEL, order
             ):
                 sent += 1
         return sent
+
+    def _request_about(self, kind: int, order: Order | None) -> bool:
+        """Write a CANCEL or QUERY request about ``order`` (None: every open order of the
+        account) to the gateway's ring. Every field is set: the buffer is shared."""
+        assert self.orders is not None
+        req = self._req[0]
+        req["kind"] = kind
+        req["version"] = SCHEMA_VERSION[RecordKind(kind)]
+        req["cl_ord_id"] = 0
+        req["symbol"] = order.symbol if order is not None else 0
+        req["orig_cl_ord_id"] = order.cl_ord_id if order is not None else 0
+        req["exch_order_id"] = order.exch_order_id if order is not None else 0
+        req["policy"] = order.policy if order is not None else 0
+        req["account"] = order.account if order is not None else 0
+        req["ts_recv"] = 0
+        req["ts_pub"] = time.time_ns()
+        return bool(self.orders.try_write(self._req_raw))
 
     def query_exchange_open_orders(self) -> bool:
         """Ask for every open order of the account: after an execution restart this rebuilds
         the table (orders with our client ids are adopted); any time it finds orders this
         table lost track of."""
-        assert self.orders is not None
-        req = self._req[0]
-        req["kind"] = _QUERY
-        req["version"] = SCHEMA_VERSION[RecordKind.ORDER_QUERY]
-        req["symbol"] = 0
-        req["cl_ord_id"] = 0
-        req["orig_cl_ord_id"] = 0
-        req["exch_order_id"] = 0
-        req["ts_recv"] = 0
-        req["ts_pub"] = time.time_ns()
-        return bool(self.orders.try_write(self._req_raw))
+        return self._request_about(_QUERY, None)
 
     def _adopt(self, rep: Any) -> None:
         """Track an open order the exchange reports and this table does not know."""
@@ -548,18 +546,7 @@ class Execution(Actor):
         order = self.oms.get(cl_ord_id)
         if order is None or self.orders is None:
             return
-        req = self._req[0]
-        req["kind"] = _QUERY
-        req["version"] = SCHEMA_VERSION[RecordKind.ORDER_QUERY]
-        req["symbol"] = order.symbol
-        req["cl_ord_id"] = 0
-        req["orig_cl_ord_id"] = cl_ord_id
-        req["exch_order_id"] = order.exch_order_id
-        req["policy"] = order.policy
-        req["account"] = order.account
-        req["ts_recv"] = 0
-        req["ts_pub"] = time.time_ns()
-        if self.orders.try_write(self._req_raw):
+        if self._request_about(_QUERY, order):
             self.queries += 1
 
     def query_open_orders(self) -> int:
@@ -571,21 +558,10 @@ class Execution(Actor):
         """
         assert self.orders is not None
         sent = 0
-        req = self._req[0]
         for order in list(self.oms):
             if not order.is_open:
                 continue
-            req["kind"] = _QUERY
-            req["version"] = SCHEMA_VERSION[RecordKind.ORDER_QUERY]
-            req["symbol"] = order.symbol
-            req["cl_ord_id"] = 0
-            req["orig_cl_ord_id"] = order.cl_ord_id
-            req["exch_order_id"] = order.exch_order_id
-            req["policy"] = order.policy
-            req["account"] = order.account
-            req["ts_recv"] = 0
-            req["ts_pub"] = time.time_ns()
-            if self.orders.try_write(self._req_raw):
+            if self._request_about(_QUERY, order):
                 sent += 1
         self.queries += sent
         return sent
