@@ -22,7 +22,6 @@ import pytest
 from wiresens.eventlog import EntryType, EventLogReader
 from wiresens.node import read_status
 from wiresens.records import RecordKind
-from wiresens.testing.services import Service
 
 HERE = Path(__file__).parent
 
@@ -52,7 +51,7 @@ def _count_log(directory: Path, kind: int) -> int:
 
 @pytest.mark.slow
 def test_node_sinks_copy_the_event_log(
-    tmp_path: Path, kafka_bootstrap: str, postgres_dsn: str, kafka_service: Service
+    tmp_path: Path, kafka_bootstrap: str, postgres_dsn: str
 ) -> None:
     kcat = shutil.which("kcat")
     psql = shutil.which("psql")
@@ -129,25 +128,6 @@ timer_interval_ms = 0
             lambda: (
                 next(p for p in read_status(run_dir)["policies"] if p["policy"] == "taker")["fills"]
                 > fills + 2
-            ),
-        )
-        # Kafka down for 30 s while the node trades: the Kafka sink retries, then copies
-        # everything (the counts below); a clean stop drains the sink to the log's end.
-        kafka_service.stop()
-        try:
-            time.sleep(30)
-            st = read_status(run_dir)
-            assert (
-                st["sinks"]["kafka"]["state"] != "running" or st["sinks"]["kafka"]["total_retries"]
-            )
-        finally:
-            kafka_service.start()
-        fills = next(p for p in read_status(run_dir)["policies"] if p["policy"] == "taker")["fills"]
-        _wait(
-            "trading after the outage",
-            lambda: (
-                next(p for p in read_status(run_dir)["policies"] if p["policy"] == "taker")["fills"]
-                > fills
             ),
         )
     finally:
