@@ -235,7 +235,7 @@ def test_etcd_outage_is_fail_static_and_converges(
         assert agent_b.desired_policies() == before  # fail-static
         r = cli(apiserver, "get", "nodes")
         assert r.exit_code == 5, r.output
-        assert "is up but etcd is down" in r.stderr and apiserver.etcd in r.stderr
+        assert "is up but etcd is unreachable" in r.stderr and apiserver.etcd in r.stderr
         r = cli(apiserver, "apply", "-f", write_policy(tmp_path, 9))
         assert r.exit_code == 5, r.output
         with pytest.raises(urllib.error.HTTPError) as exc:

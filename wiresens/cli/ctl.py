@@ -3,7 +3,7 @@
 
 Output is a table for people (default) or ``-o json`` / ``-o yaml`` for scripts.
 Exit codes: 0 ok, 2 bad request or input, 3 not allowed, 4 API server down, 5 etcd down
-(see :mod:`wiresens.control.client`).
+or slow (the message says which; see :mod:`wiresens.control.client`).
 """
 
 from __future__ import annotations
@@ -464,8 +464,35 @@ def apiserver(
         metavar="ROLE:NAME",
         help="Print a new [[token]] entry for the tokens file and the token, then exit.",
     ),
+    etcd_timeout: float = typer.Option(
+        5.0,
+        help="Seconds per etcd call; a call that takes longer answers 503 'etcd is slow'.",
+    ),
+    tls_cert: str | None = typer.Option(
+        None, help="PEM certificate (chain): serve HTTPS. Needs --tls-key."
+    ),
+    tls_key: str | None = typer.Option(None, help="PEM private key of --tls-cert."),
+    etcd_user: str | None = typer.Option(
+        None, envvar="WIRESENS_ETCD_USER", help="etcd user (etcd with auth enabled)."
+    ),
+    etcd_password_file: str | None = typer.Option(
+        None,
+        envvar="WIRESENS_ETCD_PASSWORD_FILE",
+        help="File whose first line is the etcd user's password.",
+    ),
+    etcd_ca: str | None = typer.Option(
+        None, help="PEM CA bundle that signed etcd's certificate: talk TLS to etcd."
+    ),
+    etcd_cert: str | None = typer.Option(None, help="Client certificate for etcd (mTLS)."),
+    etcd_key: str | None = typer.Option(None, help="Client key for etcd (mTLS)."),
 ) -> None:
-    """Run the control plane's API server (state in etcd)."""
+    """Run the control plane's API server (state in etcd).
+
+    HTTP on 127.0.0.1:8470 by default; with --tls-cert/--tls-key, HTTPS (clients name
+    the CA in their context's `ca_file`). etcd login: --etcd-user with
+    --etcd-password-file (never a password on the command line), TLS with --etcd-ca
+    (and --etcd-cert/--etcd-key when etcd checks client certificates).
+    """
     from wiresens.control.auth import ROLES, TokenTable, new_token
 
     if make_token is not None:
@@ -482,18 +509,48 @@ def apiserver(
             "`wiresens apiserver --make-token admin:me >> tokens.toml` makes one",
             2,
         )
+    if bool(tls_cert) != bool(tls_key):
+        raise _fail("--tls-cert and --tls-key go together: give both (or neither)", 2)
+    for what, path in (("--tls-cert", tls_cert), ("--tls-key", tls_key)):
+        if path and not Path(path).is_file():
+            raise _fail(f"{what} {path} does not exist", 2)
+    if etcd_timeout <= 0:
+        raise _fail(f"--etcd-timeout must be positive seconds, not {etcd_timeout}", 2)
     try:
         table = TokenTable.load(tokens)
         from wiresens.control.apiserver import serve
-        from wiresens.control.store import parse_endpoint
+        from wiresens.control.store import EtcdAccess, parse_endpoint
 
         parse_endpoint(etcd)
+        access = EtcdAccess(
+            user=etcd_user or "",
+            password_file=etcd_password_file or "",
+            ca_file=etcd_ca or "",
+            cert_file=etcd_cert or "",
+            key_file=etcd_key or "",
+        )
+        if access.user:
+            access.password()  # unreadable or empty: say so now, not on the first call
+        access.credentials()
     except WiresensError as exc:
         raise _fail(str(exc), 2) from None
+    scheme = "https" if tls_cert else "http"
     typer.echo(
-        f"wiresens apiserver on http://{host}:{port} (etcd {etcd}, prefix {prefix})", err=True
+        f"wiresens apiserver on {scheme}://{host}:{port} (etcd {etcd}, prefix {prefix})",
+        err=True,
     )
-    serve(host, port, etcd, prefix, table, compact_every)
+    serve(
+        host,
+        port,
+        etcd,
+        prefix,
+        table,
+        compact_every,
+        timeout=etcd_timeout,
+        access=access,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -32,7 +32,7 @@ from typing import Any
 import msgspec
 
 from .models import AgentStatus, Command, KillSwitch, NodeInfo, NodeState, PolicyRecord, PolicySpec
-from .store import Store
+from .store import DEFAULT_TIMEOUT, EtcdAccess, Store
 
 __all__ = ["NodeAgent"]
 
@@ -90,6 +90,8 @@ class NodeAgent:
         Least seconds between two published reports.
     timeout : float
         Deadline of each etcd call.
+    access : EtcdAccess, optional
+        etcd user (password from a file) and TLS files.
     """
 
     def __init__(
@@ -101,7 +103,8 @@ class NodeAgent:
         *,
         ttl: int = 5,
         report_interval: float = 1.0,
-        timeout: float = 2.0,
+        timeout: float = DEFAULT_TIMEOUT,
+        access: EtcdAccess | None = None,
     ) -> None:
         self.endpoint = etcd_endpoint
         self.prefix = prefix
@@ -110,6 +113,7 @@ class NodeAgent:
         self.ttl = max(2, int(ttl))
         self.report_interval = report_interval
         self.timeout = timeout
+        self.access = access
         self._lock = threading.Lock()
         self._policies: dict[str, PolicySpec] | None = None
         self._switches: dict[str, KillSwitch] = {}
@@ -221,7 +225,13 @@ class NodeAgent:
     async def _main(self) -> None:
         backoff = 0.2
         while not self._stop_event.is_set():
-            store = Store(self.endpoint, self.prefix, self.timeout)
+            try:
+                store = Store(self.endpoint, self.prefix, self.timeout, self.access)
+            except Exception as exc:  # a password file that cannot be read: say so, retry
+                self._set_down(exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop_event.wait(), 2.0)
+                continue
             try:
                 await self._session(store)
                 backoff = 0.2
@@ -262,10 +272,15 @@ class NodeAgent:
         await store.ensure_schema()
         lease = await store.grant(self.ttl)
         info = self._info(lease)
-        # the report key first: a node whose registration is visible is always known, so
-        # one that dies right after registering shows Lost rather than vanishing
-        await self._publish(store, info)
-        await store.put(store.key("nodes", self.node_name), _ENC.encode(info), lease=lease)
+        # Report and registration in one transaction: a node that dies right after
+        # registering still has a report (shows Lost rather than vanishing), and no reader
+        # sees the report without the registration (which showed a starting node Lost).
+        await store.put_all(
+            [
+                (store.key("nodestate", self.node_name), self._state(info), None),
+                (store.key("nodes", self.node_name), _ENC.encode(info), lease),
+            ]
+        )
         rev = await self._resync(store)
         with self._lock:
             self._connected = True
@@ -282,6 +297,7 @@ class NodeAgent:
             self._follow(store, store.dir("commands", self.node_name), rev),
         ]
         tasks = [asyncio.ensure_future(c) for c in watches]
+        tasks.append(asyncio.ensure_future(self._keepalive(store, lease)))
         tasks.append(asyncio.ensure_future(self._housekeeping(store, lease, info)))
         stop = asyncio.ensure_future(self._stop_event.wait())
         try:
@@ -386,13 +402,22 @@ class NodeAgent:
                 elif kind == "DELETE":
                     self._commands.pop(cid, None)
 
-    async def _housekeeping(self, store: Store, lease: int, info: NodeInfo) -> None:
+    async def _keepalive(self, store: Store, lease: int) -> None:
+        # Its own task: a slow report write must not delay the lease's refresh (with
+        # both in one loop, one slow put let a short lease expire: the node showed Lost).
         beat = self.ttl / 3.0
-        last_report = 0.0
         while True:
             ttl = await store.keepalive(lease)
             if ttl <= 0:
                 raise _LeaseLost(f"lease {lease:x} expired; registering again")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_event.wait(), beat)
+            if self._stop_event.is_set():
+                return
+
+    async def _housekeeping(self, store: Store, lease: int, info: NodeInfo) -> None:
+        last_report = 0.0
+        while True:
             await self._delete_taken(store)
             with self._lock:
                 dirty = self._report_dirty
@@ -400,7 +425,7 @@ class NodeAgent:
             if dirty and now - last_report >= self.report_interval:
                 last_report = now
                 await self._publish(store, info)
-            wait = min(beat, self.report_interval)
+            wait = min(self.ttl / 3.0, self.report_interval)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop_event.wait(), wait)
             if self._stop_event.is_set():
@@ -414,9 +439,12 @@ class NodeAgent:
             with self._lock:
                 self._taken.discard(cid)
 
-    async def _publish(self, store: Store, info: NodeInfo, stopped: bool = False) -> None:
+    def _state(self, info: NodeInfo, stopped: bool = False) -> bytes:
         with self._lock:
             status = self._report or {}
             self._report_dirty = False
         state = NodeState(info=info, status=status, reported_ns=time.time_ns(), stopped=stopped)
-        await store.put(store.key("nodestate", self.node_name), _ENC.encode(state))
+        return _ENC.encode(state)
+
+    async def _publish(self, store: Store, info: NodeInfo, stopped: bool = False) -> None:
+        await store.put(store.key("nodestate", self.node_name), self._state(info, stopped))

@@ -66,7 +66,7 @@ from .models import (
     RestartRequest,
     WatchEvent,
 )
-from .store import EtcdUnavailable, HistoryCompacted, Store
+from .store import DEFAULT_TIMEOUT, EtcdAccess, EtcdUnavailable, HistoryCompacted, Store
 
 __all__ = ["DEFAULT_PORT", "create_app", "serve"]
 
@@ -114,7 +114,9 @@ async def _writable(request: Request[Any, Any, Any]) -> Store:
 
 
 def _etcd_down(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    return Response({"status_code": 503, "detail": str(exc)}, status_code=503)
+    # `etcd` lets the CLI tell "etcd down" from "etcd slow" and "credentials refused"
+    reason = getattr(exc, "reason", "unreachable")
+    return Response({"status_code": 503, "detail": str(exc), "etcd": reason}, status_code=503)
 
 
 def _decode(value: bytes, tp: Any) -> Any:
@@ -145,8 +147,10 @@ async def _switches(store: Store) -> dict[str, KillSwitch]:
 
 
 async def _nodes(store: Store) -> list[NodeView]:
-    alive_rows, _ = await store.get_prefix(store.dir("nodes"))
+    # Reports first, registrations second: a node registering between the two reads is
+    # then seen Ready (or not at all), never Lost with a report but no registration yet.
     state_rows, _ = await store.get_prefix(store.dir("nodestate"))
+    alive_rows, _ = await store.get_prefix(store.dir("nodes"))
     alive = {store.split(k)[-1]: _decode(v, NodeInfo) for k, v, _r in alive_rows}
     states = {store.split(k)[-1]: _decode(v, NodeState) for k, v, _r in state_rows}
     pols = await _policies(store)
@@ -555,15 +559,17 @@ def create_app(
     etcd_endpoint: str,
     prefix: str,
     tokens: TokenTable,
-    timeout: float = 2.0,
+    timeout: float = DEFAULT_TIMEOUT,
     compact_every: float = 300.0,
+    access: EtcdAccess | None = None,
 ) -> Litestar:
     """The ASGI app; etcd is connected on startup (an etcd that is down gives 503s, the
-    server itself stays up). ``compact_every`` seconds: etcd history compaction (0: off)."""
+    server itself stays up). ``timeout``: seconds per etcd call; ``compact_every``
+    seconds: etcd history compaction (0: off); ``access``: etcd user and TLS files."""
     tasks: list[asyncio.Task[None]] = []
 
     async def startup(app: Litestar) -> None:
-        app.state.store = Store(etcd_endpoint, prefix, timeout)
+        app.state.store = Store(etcd_endpoint, prefix, timeout, access)
         app.state.tokens = tokens
         app.state.schema_ok = False
         try:
@@ -622,9 +628,25 @@ def serve(
     prefix: str,
     tokens: TokenTable,
     compact_every: float = 300.0,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    access: EtcdAccess | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
 ) -> None:
-    """Run the API server until SIGINT/SIGTERM."""
+    """Run the API server until SIGINT/SIGTERM; HTTPS when ``tls_cert`` and ``tls_key``
+    (PEM files) are given."""
     import uvicorn
 
-    app = create_app(etcd_endpoint, prefix, tokens, compact_every=compact_every)
-    uvicorn.run(app, host=host, port=port, log_level="warning", lifespan="on")
+    app = create_app(
+        etcd_endpoint, prefix, tokens, timeout, compact_every=compact_every, access=access
+    )
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        ssl_certfile=tls_cert,
+        ssl_keyfile=tls_key,
+    )

@@ -14,6 +14,7 @@ Errors are :class:`ControlPlaneError` with a message that says what to do and an
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -50,6 +51,12 @@ class Client:
     def __init__(self, ctx: Context, timeout: float = 10.0) -> None:
         self.ctx = ctx
         self.timeout = timeout
+        self.ssl: ssl.SSLContext | None = None
+        if ctx.server.startswith("https:"):
+            self.ssl = ssl.create_default_context(cafile=ctx.ca_file or None)
+            if ctx.insecure_skip_verify:
+                self.ssl.check_hostname = False
+                self.ssl.verify_mode = ssl.CERT_NONE
 
     def _request(
         self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None
@@ -70,15 +77,19 @@ class Client:
     def _fail(self, exc: Exception) -> ControlPlaneError:
         if isinstance(exc, urllib.error.HTTPError):
             try:
-                detail = json.loads(exc.read() or b"{}").get("detail") or exc.reason
+                body = json.loads(exc.read() or b"{}")
             except ValueError:
-                detail = exc.reason
+                body = {}
+            detail = body.get("detail") or exc.reason
             code = exc.code
             if code == 503:
+                reason = body.get("etcd")
+                what = {
+                    "slow": "etcd is slow (it did not answer in time; it may be overloaded)",
+                    "auth": "etcd refused the API server's credentials",
+                }.get(reason, "etcd is unreachable")
                 return ControlPlaneError(
-                    f"control plane at {self.ctx.server} is up but etcd is down: {detail}",
-                    5,
-                    code,
+                    f"control plane at {self.ctx.server} is up but {what}: {detail}", 5, code
                 )
             if code in (401, 403):
                 hint = (
@@ -90,8 +101,16 @@ class Client:
             if isinstance(detail, list | dict):
                 detail = json.dumps(detail)
             return ControlPlaneError(f"{detail} (HTTP {code})", 2, code)
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, ssl.SSLError):
+            return ControlPlaneError(
+                f"TLS with the control plane at {self.ctx.server} failed ({reason}): set "
+                "`ca_file` in your context (or WIRESENS_CA_FILE) to the CA that signed the "
+                "API server's certificate, and use the host name the certificate names",
+                4,
+            )
         return ControlPlaneError(
-            f"control plane at {self.ctx.server} is down ({getattr(exc, 'reason', exc)}): "
+            f"control plane at {self.ctx.server} is down ({reason}): "
             "start it with `wiresens apiserver`, or pick another with --context/--server",
             4,
         )
@@ -102,7 +121,7 @@ class Client:
         """One JSON call; returns the decoded answer."""
         req = self._request(method, path, body, query)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self.ssl) as resp:
                 raw = resp.read()
         except (urllib.error.URLError, OSError) as exc:
             raise self._fail(exc) from None
@@ -119,7 +138,7 @@ class Client:
         """Follow ``/api/v1/watch``: yields ``(event, data)`` until the stream ends."""
         req = self._request("GET", "/api/v1/watch", query={"revision": revision, "kinds": kinds})
         try:
-            resp = urllib.request.urlopen(req, timeout=None)
+            resp = urllib.request.urlopen(req, timeout=None, context=self.ssl)
         except (urllib.error.URLError, OSError) as exc:
             raise self._fail(exc) from None
         with resp:

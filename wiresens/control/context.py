@@ -10,13 +10,17 @@
     token = "..."
 
     [contexts.prod]
-    server = "http://10.0.0.5:8470"
+    server = "https://10.0.0.5:8470"
     token = "..."
+    ca_file = "~/.config/wiresens/prod-ca.pem"   # the CA that signed the server's cert
+    # insecure_skip_verify = true                # never in production: no server check
 
 Resolution, first found wins: ``--server``/``--token`` options (or ``WIRESENS_SERVER``,
 ``WIRESENS_TOKEN``); then ``--context`` (or ``WIRESENS_CONTEXT``), which is either a
 context name in the file or the path of another context file; then the file's
-``current`` context; then ``http://127.0.0.1:8470`` without a token.
+``current`` context; then ``http://127.0.0.1:8470`` without a token. ``ca_file`` (env
+``WIRESENS_CA_FILE``) is the PEM bundle an ``https://`` server's certificate is checked
+against (default: the system's CAs).
 """
 
 from __future__ import annotations
@@ -39,6 +43,10 @@ class Context(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
     server: str = DEFAULT_SERVER
     token: str = ""
     name: str = ""
+    ca_file: str = ""
+    """PEM CA bundle for an ``https://`` server (empty: the system's CAs)."""
+    insecure_skip_verify: bool = False
+    """Do not check the server's certificate (tests only: anyone can impersonate it)."""
 
     def __repr__(self) -> str:  # the token is a secret
         return f"Context(name={self.name!r}, server={self.server!r})"
@@ -95,8 +103,18 @@ def resolve(
                 f"[contexts.{name}] table with `server` and `token`"
             )
         base = cf.contexts[name]
+    ca_file = os.environ.get("WIRESENS_CA_FILE") or base.ca_file
+    if ca_file:
+        ca_file = str(Path(ca_file).expanduser())
+        if not Path(ca_file).is_file():
+            raise ConfigError(
+                f"ca_file {ca_file} (context {name or 'default'}) does not exist: point it "
+                "at the PEM bundle of the CA that signed the API server's certificate"
+            )
     return Context(
         server=(server or base.server).rstrip("/"),
         token=token if token is not None else base.token,
         name=name or "",
+        ca_file=ca_file,
+        insecure_skip_verify=base.insecure_skip_verify,
     )

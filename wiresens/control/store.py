@@ -16,13 +16,19 @@ is down surfaces as :class:`EtcdUnavailable` within ``timeout`` seconds, never a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aetcd
 import aetcd.exceptions
+import aetcd.rpc
+import aetcd.watcher
+import grpc
+import grpc.aio
 import msgspec
 
 from wiresens.errors import ConfigError, ServiceUnavailableError
@@ -31,6 +37,7 @@ from .models import SCHEMA_VERSION
 
 __all__ = [
     "GRPC_OPTIONS",
+    "EtcdAccess",
     "EtcdUnavailable",
     "HistoryCompacted",
     "Store",
@@ -38,6 +45,10 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+DEFAULT_TIMEOUT = 5.0
+"""Seconds per etcd call: long enough for a loaded machine (2 s was missed under CI
+load), short enough that a dead etcd shows within a few seconds."""
 
 # gRPC's default reconnect backoff grows to 120 s; a control plane must notice etcd's
 # return within a second or two.
@@ -49,7 +60,79 @@ GRPC_OPTIONS: dict[str, Any] = {
 
 
 class EtcdUnavailable(ServiceUnavailableError):
-    """etcd did not answer (down, unreachable, or too slow)."""
+    """etcd did not answer: ``reason`` is ``unreachable`` (no connection), ``slow`` (no
+    answer within the deadline) or ``auth`` (credentials or certificates refused)."""
+
+    def __init__(self, message: str, reason: str = "unreachable") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class EtcdAccess(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """How to log in to etcd: user and password (read from a file), TLS files.
+
+    Parameters
+    ----------
+    user : str
+        etcd user (``etcdctl user add``); empty: no authentication.
+    password_file : str
+        A file whose first line is the user's password (never the password itself in a
+        config file).
+    ca_file : str
+        PEM bundle of the CA that signed etcd's server certificate; set: TLS.
+    cert_file, key_file : str
+        Client certificate and key, for an etcd run with ``--client-cert-auth``.
+    """
+
+    user: str = ""
+    password_file: str = ""
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.ca_file or self.cert_file)
+
+    def password(self) -> str:
+        """The password from ``password_file`` (first line, stripped)."""
+        if not self.password_file:
+            raise ConfigError(
+                f"etcd user {self.user!r} needs a password file: set password_file "
+                "(etcd_password_file in [control], --etcd-password-file for the apiserver)"
+            )
+        try:
+            text = Path(self.password_file).expanduser().read_text()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the etcd password file {self.password_file}: {exc.strerror}"
+            ) from None
+        lines = text.splitlines()
+        pw = lines[0].strip() if lines else ""
+        if not pw:
+            raise ConfigError(f"the etcd password file {self.password_file} is empty")
+        return pw
+
+    def credentials(self) -> grpc.ChannelCredentials | None:
+        """gRPC channel credentials for TLS, or None for a plain channel."""
+        if not self.tls:
+            return None
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ConfigError("etcd TLS: cert_file and key_file go together (set both or none)")
+
+        def read(what: str, path: str) -> bytes | None:
+            if not path:
+                return None
+            try:
+                return Path(path).expanduser().read_bytes()
+            except OSError as exc:
+                raise ConfigError(f"cannot read the etcd {what} {path}: {exc.strerror}") from None
+
+        return grpc.ssl_channel_credentials(
+            root_certificates=read("CA bundle", self.ca_file),
+            private_key=read("client key", self.key_file),
+            certificate_chain=read("client certificate", self.cert_file),
+        )
 
 
 class HistoryCompacted(ConfigError):
@@ -58,6 +141,65 @@ class HistoryCompacted(ConfigError):
     def __init__(self, message: str, compacted: int) -> None:
         super().__init__(message)
         self.compacted = compacted
+
+
+class _Client(aetcd.Client):  # type: ignore[misc]
+    """aetcd's client, over a TLS channel when ``credentials`` are given (aetcd 1.0 only
+    opens plain channels), that logs in again after its auth token expired."""
+
+    channel: Any
+    metadata: Any
+    _watcher: Any
+    _is_connecting: bool
+
+    def __init__(self, *args: Any, credentials: grpc.ChannelCredentials | None, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._credentials = credentials
+
+    async def connect(self) -> None:
+        if self._credentials is None and self.channel is None:
+            await super().connect()
+            return
+        if self._connected.is_set():
+            return
+        if self._is_connecting:
+            await asyncio.wait_for(self._connected.wait(), self._connect_wait_timeout)
+            return
+        self._is_connecting = True
+        try:
+            old = self.channel
+            if old is not None:  # a re-login: drop the channel with the stale token
+                with contextlib.suppress(Exception):
+                    if self._watcher is not None:
+                        await self._watcher.shutdown()
+                    await old.close()
+            target = f"{self._host}:{self._port}"
+            opts = list(self._options.items())
+            if self._credentials is not None:
+                self.channel = grpc.aio.secure_channel(target, self._credentials, options=opts)
+            else:
+                self.channel = grpc.aio.insecure_channel(target, options=opts)
+            self.metadata = None
+            if self._username is not None and self._password is not None:
+                self.auth_stub = aetcd.rpc.AuthStub(self.channel)
+                try:
+                    resp = await self.auth_stub.Authenticate(
+                        aetcd.rpc.AuthenticateRequest(name=self._username, password=self._password),
+                        timeout=self._timeout,
+                    )
+                except grpc.aio.AioRpcError as exc:
+                    aetcd.exceptions._handle_exception(exc)
+                self.metadata = (("token", resp.token),)
+            self.kvstub = aetcd.rpc.KVStub(self.channel)
+            self.clusterstub = aetcd.rpc.ClusterStub(self.channel)
+            self.leasestub = aetcd.rpc.LeaseStub(self.channel)
+            self.maintenancestub = aetcd.rpc.MaintenanceStub(self.channel)
+            self._watcher = aetcd.watcher.Watcher(
+                aetcd.rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata
+            )
+            self._connected.set()
+        finally:
+            self._is_connecting = False
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, int]:
@@ -84,15 +226,34 @@ class Store:
         Root of every key (``/wiresens``); several clusters can share one etcd.
     timeout : float
         Deadline of each call in seconds.
+    access : EtcdAccess, optional
+        User/password and TLS files; None: a plain connection without login.
     """
 
-    def __init__(self, endpoint: str, prefix: str = "/wiresens", timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        prefix: str = "/wiresens",
+        timeout: float = DEFAULT_TIMEOUT,
+        access: EtcdAccess | None = None,
+    ) -> None:
         self.endpoint = endpoint
         host, port = parse_endpoint(endpoint)
         self.prefix = "/" + prefix.strip("/")
         self.timeout = timeout
+        self.access = access or EtcdAccess()
+        user = self.access.user or None
+        password = self.access.password() if user else None
         # aetcd passes the timeout straight to gRPC, which accepts float seconds.
-        self.client = aetcd.Client(host, port, timeout=timeout, options=GRPC_OPTIONS)
+        self.client = _Client(
+            host,
+            port,
+            username=user,
+            password=password,
+            timeout=timeout,
+            options=GRPC_OPTIONS,
+            credentials=self.access.credentials(),
+        )
 
     # -- keys ----------------------------------------------------------------------------
 
@@ -112,9 +273,27 @@ class Store:
 
     def _down(self, exc: BaseException) -> EtcdUnavailable:
         detail = str(exc).strip() or type(exc).__name__
+        if isinstance(exc, aetcd.exceptions.ConnectionTimeoutError | TimeoutError):
+            return EtcdUnavailable(
+                f"etcd at {self.endpoint} is slow: no answer within {self.timeout:g} s "
+                f"({detail}); retry, or give it more time (--etcd-timeout)",
+                "slow",
+            )
+        low = detail.lower()
+        if isinstance(exc, aetcd.exceptions.UnauthenticatedError) or any(
+            w in low for w in ("auth", "user name", "password", "permission denied", "ssl")
+        ):
+            # an expired auth token: log in again on the next call
+            self.client._connected.clear()
+            return EtcdUnavailable(
+                f"etcd at {self.endpoint} refused this client ({detail}); check the etcd "
+                "user, its password file and the TLS files (ca_file, cert_file, key_file)",
+                "auth",
+            )
         return EtcdUnavailable(
             f"etcd at {self.endpoint} is unreachable ({detail}); start etcd there "
-            "(`systemctl start etcd`) or point --etcd at the right HOST:PORT"
+            "(`systemctl start etcd`) or point --etcd at the right HOST:PORT",
+            "unreachable",
         )
 
     async def close(self) -> None:
@@ -171,6 +350,19 @@ class Store:
         except aetcd.exceptions.ClientError as exc:
             raise self._down(exc) from exc
         return int(res.header.revision)
+
+    async def put_all(self, items: list[tuple[bytes, bytes, int | None]]) -> int:
+        """Put several ``(key, value, lease)`` at once (one transaction: readers see all
+        of them or none); returns the new revision."""
+        tx = self.client.transactions
+        try:
+            _ok, _ = await self.client.transaction(
+                compare=[], success=[tx.put(k, v, lease=lease) for k, v, lease in items], failure=[]
+            )
+            got = await self.client.get(items[0][0])
+        except aetcd.exceptions.ClientError as exc:
+            raise self._down(exc) from exc
+        return int(got.mod_revision) if got is not None else 0
 
     async def delete(self, key: bytes) -> bool:
         """Delete one key; True when it existed."""
