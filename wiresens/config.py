@@ -210,6 +210,19 @@ class ControlConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     prefix: str = "/wiresens"
     ttl_s: int = 5
     """Lease of the node's registration: it shows Lost this long after it dies."""
+    spare_policy_slots: int = 2
+    """Policy slots (rings, status rows) kept free for policies the control plane starts
+    that are not in this file."""
+    timeout_s: float = 5.0
+    """Deadline of each etcd call."""
+    etcd_user: str = ""
+    """etcd user when etcd has auth enabled; its password is in ``etcd_password_file``."""
+    etcd_password_file: str = ""
+    etcd_ca_file: str = ""
+    """PEM CA bundle of etcd's server certificate: set, the node talks TLS to etcd."""
+    etcd_cert_file: str = ""
+    """Client certificate and key, for an etcd that checks client certificates."""
+    etcd_key_file: str = ""
 
 
 class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
