@@ -24,6 +24,11 @@ def serve(
     ),
     speed: float = typer.Option(1.0, help="Replay/synthetic speed factor (2 = twice as fast)."),
     loop: bool = typer.Option(False, help="Restart the replay when the recording ends."),
+    faults: bool = typer.Option(
+        False,
+        envvar="WIRESENS_VENUE_FAULTS",
+        help="Serve the fault-injection admin API /_venue/... (tests only; see docs/venue.md).",
+    ),
 ) -> None:
     """Serve REST /api/v3, streams /ws and /stream, and the WebSocket API /ws-api/v3."""
     from wiresens.venue import Venue, VenueConfig, load_accounts
@@ -36,6 +41,7 @@ def serve(
             market=market,
             speed=speed,
             replay_loop=loop,
+            faults=faults,
         )
         venue = Venue(cfg, load_accounts(accounts))
     except ConfigError as exc:

@@ -19,6 +19,7 @@ from wiresens.fixedpoint import from_fixed, to_fixed
 
 from .accounts import Account, ApiKey, VenueAccounts
 from .config import VenueConfig
+from .faults import Faults
 from .filters import exchange_info_symbol
 from .matching import (
     FINAL,
@@ -190,6 +191,20 @@ class VenueApi:
         self.limiter = RateLimiter(
             config.weight_per_minute, config.orders_per_10s, config.orders_per_day
         )
+        self.faults: Faults | None = Faults() if config.faults else None
+        self.mute_user_events = False
+        """Set around a faulty request whose user-data events are withheld."""
+
+    def run_faulty(self, events: bool, call: Callable[[], Any]) -> Any:
+        """Run ``call`` (a request the fault lets execute), withholding its user-data events
+        unless ``events``; returns its result or the ExchangeError it raised."""
+        self.mute_user_events = not events
+        try:
+            return call()
+        except ExchangeError as exc:
+            return exc
+        finally:
+            self.mute_user_events = False
 
     # -- authentication ---------------------------------------------------------------------
     def key_of(self, api_key: str | None) -> tuple[ApiKey, Account]:

@@ -32,3 +32,5 @@ class VenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     orders_per_day: int = 200_000
     default_stp: str = "EXPIRE_MAKER"
     ws_queue_size: int = 10_000
+    faults: bool = False
+    """Serve the fault-injection admin API (``/_venue/...``, :mod:`wiresens.venue.faults`)."""

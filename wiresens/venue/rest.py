@@ -9,6 +9,7 @@ Every response carries ``X-MBX-USED-WEIGHT-1M``; order placement also
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -19,12 +20,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from wiresens.binance.signing import rest_payload
-from wiresens.errors import ExchangeError
+from wiresens.errors import ConfigError, ExchangeError
+from wiresens.fixedpoint import from_fixed
 
 from .accounts import Account
-from .api import VenueApi, now_ms
+from .api import VenueApi, now_ms, order_view
+from .faults import MALFORMED_FRAME, OrderFault, fault_error
 
-__all__ = ["routes"]
+__all__ = ["admin_routes", "routes"]
 
 _encode = msgspec.json.Encoder().encode
 Handler = Callable[[dict[str, str], Account | None, int], Any]
@@ -48,6 +51,9 @@ def _endpoint(
     counts_order: bool = False,
 ) -> Callable[[Request], Awaitable[Response]]:
     async def handle(request: Request) -> Response:
+        faults = api.faults
+        if faults is not None:
+            await faults.wait_stall()
         t = now_ms()
         query = request.url.query
         body = (await request.body()).decode("utf-8", "replace")
@@ -76,6 +82,14 @@ def _endpoint(
                 key, account = api.key_of(request.headers.get("X-MBX-APIKEY"))
                 payload = rest_payload(_strip_signature(query), _strip_signature(body))
                 api.check_signed(key, params, payload, t)
+            if faults is not None:
+                fault = (
+                    faults.on_new_order(params.get("newClientOrderId", ""))
+                    if counts_order
+                    else faults.on_request()
+                )
+                if fault is not None:
+                    return await _faulty(api, fault, lambda: fn(params, account, t), headers)
             result = fn(params, account, t)
             status = 200
         except ExchangeError as exc:
@@ -92,6 +106,35 @@ def _endpoint(
         return _json(result, status, headers)
 
     return handle
+
+
+async def _faulty(
+    api: VenueApi, fault: OrderFault, call: Callable[[], Any], headers: dict[str, str]
+) -> Response:
+    """Answer a request a fault hits (see :mod:`wiresens.venue.faults`)."""
+    result: Any = None
+    if fault.execute:
+        result = api.run_faulty(fault.events, call)
+    kind = fault.kind
+    if kind == "malformed":
+        return Response(MALFORMED_FRAME, 200, headers, media_type="application/json")
+    if kind == "delay":
+        await asyncio.sleep(fault.delay_s)
+    elif kind == "drop_acks":
+        await asyncio.sleep(fault.hold_s)
+        result = fault_error(fault, api.limiter.limits[1])
+    else:
+        result = fault_error(fault, api.limiter.limits[1])
+    if isinstance(result, ExchangeError):
+        body: dict[str, Any] = {"code": result.code, "msg": result.msg}
+        data = getattr(result, "data", None)
+        if data is not None:
+            body["data"] = data
+        if result.status in (418, 429) and data is not None:
+            wait_ms = int(data["retryAfter"]) - int(data["serverTime"])
+            headers["Retry-After"] = str(max(1, (wait_ms + 999) // 1000))
+        return _json(body, result.status, headers)
+    return _json(result, 200, headers)
 
 
 def _a(a: Account | None) -> Account:
@@ -172,4 +215,61 @@ def routes(api: VenueApi) -> list[Route]:
             E(api, 20, True, lambda p, a, t: api.my_trades(_a(a), p)),
             methods=["GET"],
         ),
+    ]
+
+
+def admin_routes(api: VenueApi, drop: Callable[[], int], garbage: Callable[[], int]) -> list[Route]:
+    """The fault-injection admin API (``/_venue/...``; :mod:`wiresens.venue.faults`).
+
+    ``drop`` closes every WebSocket connection, ``garbage`` sends each an unparseable
+    frame; both return how many connections they hit.
+    """
+    faults = api.faults
+    assert faults is not None, "admin routes exist only on a venue with faults enabled"
+
+    async def arm(request: Request) -> Response:
+        try:
+            spec = msgspec.json.decode(await request.body())
+            if not isinstance(spec, dict):
+                raise ConfigError('a fault is a JSON object: {"fault": NAME, ...}')
+            now = faults.arm(spec)
+        except (msgspec.DecodeError, ConfigError, ValueError, TypeError) as exc:
+            return _json({"error": str(exc)}, 400, {})
+        if now == "drop":
+            faults.dropped_connections += drop()
+        elif now == "garbage":
+            faults.injected["garbage"] = faults.injected.get("garbage", 0) + garbage()
+        return _json(faults.state(), 200, {})
+
+    async def state(request: Request) -> Response:
+        return _json(faults.state(), 200, {})
+
+    async def clear(request: Request) -> Response:
+        faults.reset()
+        return _json(faults.state(), 200, {})
+
+    async def orders(request: Request) -> Response:
+        rows = []
+        for o in api.engine.orders.values():
+            row = order_view(o)
+            row["account"] = o.account.name
+            rows.append(row)
+        return _json(rows, 200, {})
+
+    async def accounts(request: Request) -> Response:
+        body = {
+            a.name: {
+                asset: {"free": from_fixed(b.free), "locked": from_fixed(b.locked)}
+                for asset, b in sorted(a.balances.items())
+            }
+            for a in api.accounts.accounts
+        }
+        return _json(body, 200, {})
+
+    return [
+        Route("/_venue/faults", arm, methods=["POST"]),
+        Route("/_venue/faults", state, methods=["GET"]),
+        Route("/_venue/faults", clear, methods=["DELETE"]),
+        Route("/_venue/orders", orders, methods=["GET"]),
+        Route("/_venue/accounts", accounts, methods=["GET"]),
     ]

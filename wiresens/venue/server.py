@@ -37,10 +37,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from .accounts import VenueAccounts
 from .api import VenueApi, now_ms
 from .config import VenueConfig
+from .faults import MALFORMED_FRAME
 from .filters import DEFAULT_SYMBOLS, generic_instrument
 from .market import MarketFeeder
 from .matching import BalanceEvent, Engine, ExecEvent, PublicTrade
-from .rest import routes
+from .rest import admin_routes, routes
 from .streams import Client, StreamHub
 from .wsapi import UserHub, WsApiSession
 
@@ -76,9 +77,16 @@ class Venue:
             config.synthetic_interval_ms,
             config.replay_loop,
         )
+        self.clients: set[Client] = set()
         self.publish()
+        admin = (
+            admin_routes(self.api, self.drop_connections, self.send_garbage)
+            if self.api.faults is not None
+            else []
+        )
         self.app = Starlette(
             routes=[
+                *admin,
                 *routes(self.api),
                 WebSocketRoute("/ws", self._ws_streams),
                 WebSocketRoute("/ws/{streams:path}", self._ws_streams),
@@ -97,7 +105,7 @@ class Venue:
             for ev in events:
                 if isinstance(ev, PublicTrade):
                     hub.on_trade(ev, t)
-                elif isinstance(ev, (ExecEvent, BalanceEvent)):
+                elif isinstance(ev, (ExecEvent, BalanceEvent)) and not self.api.mute_user_events:
                     users.on_event(ev)
             events.clear()
         self.hub.check_book_tickers()
@@ -131,8 +139,11 @@ class Venue:
 
     # -- websockets -------------------------------------------------------------------------
     async def _writer(self, ws: WebSocket, client: Client) -> None:
+        faults = self.api.faults
         while True:
             msg = await client.queue.get()
+            if faults is not None:
+                await faults.wait_stall()
             if msg is None:
                 with contextlib.suppress(Exception):
                     await ws.close(1008)
@@ -151,7 +162,11 @@ class Venue:
         if bad:
             await ws.close(1008, f"unknown stream {bad[0]!r}")
             return
+        if self.api.faults is not None and self.api.faults.refusing():
+            await ws.close(1013, "refused (injected fault)")
+            return
         await ws.accept()
+        self.clients.add(client)
         for s in names:
             self.hub.subscribe(client, s)
         writer = asyncio.create_task(self._writer(ws, client))
@@ -162,6 +177,7 @@ class Venue:
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
+            self.clients.discard(client)
             self.hub.drop(client)
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -205,23 +221,52 @@ class Venue:
         return _encode({"result": None, "id": rid}).decode()
 
     async def _ws_api(self, ws: WebSocket) -> None:
+        faults = self.api.faults
+        if faults is not None and faults.refusing():
+            await ws.close(1013, "refused (injected fault)")
+            return
         await ws.accept()
         client = Client(False, self.config.ws_queue_size)
+        self.clients.add(client)
         peer = ws.client.host if ws.client else "?"
         session = WsApiSession(self.api, self.users, client, peer)
         writer = asyncio.create_task(self._writer(ws, client))
         try:
             while True:
                 text = await ws.receive_text()
-                client.send(session.handle(text))
+                if faults is not None:
+                    await faults.wait_stall()
+                out = session.handle(text)
+                if out is not None:
+                    client.send(out)
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
+            self.clients.discard(client)
             session.close()
             client.close()
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
+
+    # -- faults ------------------------------------------------------------------------------
+    def drop_connections(self) -> int:
+        """Close every WebSocket connection (streams and WebSocket API); returns how many."""
+        n = 0
+        for c in list(self.clients):
+            if not c.closed:
+                while c.queue.full():  # room for the close marker: nothing else goes out
+                    c.queue.get_nowait()
+                c.close()
+                n += 1
+        self.clients.clear()
+        return n
+
+    def send_garbage(self) -> int:
+        """One unparseable frame on every open WebSocket connection; returns how many."""
+        for c in self.clients:
+            c.send(MALFORMED_FRAME)
+        return len(self.clients)
 
     # -- serving ----------------------------------------------------------------------------
     def uvicorn_config(self) -> uvicorn.Config:

@@ -12,6 +12,7 @@ or rides on a session authenticated with ``session.logon`` (Ed25519 keys only).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from wiresens.errors import ExchangeError
 
 from .accounts import Account, ApiKey
 from .api import VenueApi, account_position, execution_report, now_ms
+from .faults import MALFORMED_FRAME, OrderFault, fault_error
 from .matching import BalanceEvent, ExecEvent
 from .streams import Client
 
@@ -50,6 +52,9 @@ _WEIGHTS = {
     "userDataStream.subscribe.signature": 2,
     "userDataStream.unsubscribe": 2,
 }
+_NEW_ORDER = frozenset(("order.place", "order.cancelReplace"))
+# Session setup is never hit by a fault: a fault test needs the session it breaks.
+_SETUP = frozenset(("userDataStream.subscribe.signature", "userDataStream.unsubscribe"))
 _SIGNED = frozenset(
     (
         "order.place",
@@ -146,7 +151,8 @@ class WsApiSession:
     def close(self) -> None:
         self.users.unsubscribe(None, self.client)
 
-    def handle(self, text: str) -> str:
+    def handle(self, text: str) -> str | None:
+        """The response frame to one request frame (None: no response now, a fault)."""
         t = now_ms()
         try:
             req = msgspec.json.decode(text)
@@ -191,6 +197,16 @@ class WsApiSession:
                 raise ExchangeError(-1020, "This operation is not supported.")
             if method in _SIGNED:
                 account = self._authenticate(params, t)
+            faults = self.api.faults
+            if faults is not None and method not in _SETUP:
+                fault = (
+                    faults.on_new_order(params.get("newClientOrderId", ""))
+                    if method in _NEW_ORDER
+                    else faults.on_request()
+                )
+                if fault is not None:
+                    acc = account
+                    return self._faulty(rid, fault, lambda: fn(params, acc, t), t, account)
             return self._ok(rid, fn(params, account, t), t, account)
         except ExchangeError as exc:
             return self._error(rid, exc, t, account)
@@ -239,6 +255,28 @@ class WsApiSession:
         if self.session_sub in gone:
             self.session_sub = None
         return {}
+
+    def _faulty(
+        self, rid: Any, fault: OrderFault, call: Callable[[], Any], t: int, account: Account | None
+    ) -> str | None:
+        """Answer a request a fault hits (see :mod:`wiresens.venue.faults`)."""
+        result: Any = None
+        if fault.execute:
+            result = self.api.run_faulty(fault.events, call)
+        kind = fault.kind
+        if kind == "drop_acks":
+            return None
+        if kind == "malformed":
+            return MALFORMED_FRAME.replace('"id":0', f'"id":{_encode(rid).decode()}', 1)
+        if kind == "delay":
+            text = (
+                self._error(rid, result, t, account)
+                if isinstance(result, ExchangeError)
+                else self._ok(rid, result, t, account)
+            )
+            asyncio.get_running_loop().call_later(fault.delay_s, self.client.send, text)
+            return None
+        return self._error(rid, fault_error(fault, self.api.limiter.limits[1]), t, account)
 
     # -- frames -----------------------------------------------------------------------------
     def _limits(self, account: Account | None, t: int) -> list[dict[str, Any]]:
