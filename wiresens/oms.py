@@ -169,6 +169,10 @@ _STALE = Outcome.STALE_FILL
 _DUP = Outcome.DUPLICATE
 _UNKNOWN = Outcome.UNKNOWN_ORDER
 _ILLEGAL = Outcome.ILLEGAL
+# Plain-int indexes of ``outcomes`` (indexing a list with an IntEnum calls __index__).
+_I_APPLIED, _I_STALE, _I_DUP, _I_UNKNOWN, _I_ILLEGAL = (int(o) for o in Outcome)
+_TRADE = int(ExecType.TRADE)
+_N_STATUS = len(_ALLOWED)
 
 
 class Order:
@@ -277,6 +281,9 @@ class OrderTable:
         self._by_policy: dict[int, dict[int, Order]] = {}
         self._by_account: dict[int, dict[int, Order]] = {}
         self.outcomes = [0] * len(Outcome)
+        self.last: Order | None = None
+        """The order the last report applied was about (None when unknown): what a
+        policy's ``on_execution`` would otherwise look up by the report's ids."""
 
     # -- requests ------------------------------------------------------------------
 
@@ -286,8 +293,15 @@ class OrderTable:
         if cid in self.open or cid in self._done:
             return False
         self.open[cid] = order
-        self._by_policy.setdefault(order.policy, {})[cid] = order
-        self._by_account.setdefault(order.account, {})[cid] = order
+        # get first: setdefault would build an empty dict on every call.
+        by = self._by_policy.get(order.policy)
+        if by is None:
+            by = self._by_policy[order.policy] = {}
+        by[cid] = order
+        by = self._by_account.get(order.account)
+        if by is None:
+            by = self._by_account[order.account] = {}
+        by[cid] = order
         return True
 
     def on_request(self, req: Any) -> bool:
@@ -373,8 +387,10 @@ class OrderTable:
             orig = int(report["orig_cl_ord_id"])
             order = (self.open.get(orig) or self._done.get(orig)) if orig else None
             if order is None:
-                self.outcomes[_UNKNOWN] += 1
+                self.last = None
+                self.outcomes[_I_UNKNOWN] += 1
                 return _UNKNOWN
+        self.last = order
         return self._apply(
             order,
             int(report["status"]),
@@ -400,8 +416,10 @@ class OrderTable:
             orig = q[_RQ_ORIG]
             order = (self.open.get(orig) or self._done.get(orig)) if orig else None
             if order is None:
-                self.outcomes[_UNKNOWN] += 1
+                self.last = None
+                self.outcomes[_I_UNKNOWN] += 1
                 return _UNKNOWN
+        self.last = order
         return self._apply(
             order,
             raw[_RB_STATUS],
@@ -435,8 +453,9 @@ class OrderTable:
     ) -> Outcome:
         """:meth:`apply` from plain values (``cum_qty=-1``: derive it from the fills)."""
         order = self.open.get(cl_ord_id) or self._done.get(cl_ord_id)
+        self.last = order
         if order is None:
-            self.outcomes[_UNKNOWN] += 1
+            self.outcomes[_I_UNKNOWN] += 1
             return _UNKNOWN
         if cum_qty < 0:
             cum_qty = order.filled_qty + (last_qty if last_qty > 0 else 0)
@@ -471,49 +490,49 @@ class OrderTable:
         ts: int,
     ) -> Outcome:
         current = order.status
-        is_fill = exec_type == ExecType.TRADE and last_qty > 0
+        is_fill = exec_type == _TRADE and last_qty > 0
         if is_fill:
             if trade_id in order.trade_ids:
-                self.outcomes[_DUP] += 1
+                self.outcomes[_I_DUP] += 1
                 return _DUP
             if order.filled_qty + last_qty > order.qty:
-                self.outcomes[_ILLEGAL] += 1
+                self.outcomes[_I_ILLEGAL] += 1
                 return _ILLEGAL
-        if cum_qty > order.qty or not 0 <= status < len(_ALLOWED):
-            self.outcomes[_ILLEGAL] += 1
+        if cum_qty > order.qty or not 0 <= status < _N_STATUS:
+            self.outcomes[_I_ILLEGAL] += 1
             return _ILLEGAL
         if current in _TERMINAL_INT:
             # Nothing leaves a terminal status. A fill that raced ahead of it still counts;
             # another terminal status contradicts it; anything else is an old report.
             if is_fill:
                 self._add_fill(order, trade_id, last_qty, last_px, commission)
-                self.outcomes[_STALE] += 1
+                self.outcomes[_I_STALE] += 1
                 return _STALE
             if status != current and status in _TERMINAL_INT:
-                self.outcomes[_ILLEGAL] += 1
+                self.outcomes[_I_ILLEGAL] += 1
                 return _ILLEGAL
-            self.outcomes[_DUP] += 1
+            self.outcomes[_I_DUP] += 1
             return _DUP
         if cum_qty < order.cum_qty:
             # Older than what we hold (e.g. the NEW ack after a fill): never go backwards.
             if is_fill:
                 self._add_fill(order, trade_id, last_qty, last_px, commission)
-                self.outcomes[_STALE] += 1
+                self.outcomes[_I_STALE] += 1
                 return _STALE
-            self.outcomes[_DUP] += 1
+            self.outcomes[_I_DUP] += 1
             return _DUP
         if status == current and not is_fill:
-            self.outcomes[_DUP] += 1
+            self.outcomes[_I_DUP] += 1
             return _DUP
         if status != current and status not in _ALLOWED[current]:
-            self.outcomes[_ILLEGAL] += 1
+            self.outcomes[_I_ILLEGAL] += 1
             return _ILLEGAL
         if (
             status == _FILLED
             and max(cum_qty, order.filled_qty + (last_qty if is_fill else 0)) < order.qty
         ):
             # FILLED without the quantity that makes it so: refuse rather than invent it.
-            self.outcomes[_ILLEGAL] += 1
+            self.outcomes[_I_ILLEGAL] += 1
             return _ILLEGAL
 
         if is_fill:
@@ -528,7 +547,7 @@ class OrderTable:
         order.status = status
         if status in _TERMINAL_INT:
             self._finish(order)
-        self.outcomes[_APPLIED] += 1
+        self.outcomes[_I_APPLIED] += 1
         return _APPLIED
 
     @staticmethod
@@ -546,9 +565,10 @@ class OrderTable:
         self._by_policy[order.policy].pop(cid, None)
         self._by_account[order.account].pop(cid, None)
         self._done[cid] = order
-        self._done_order.append(cid)
-        while len(self._done_order) > self._keep_done:
-            self._done.pop(self._done_order.popleft(), None)
+        done = self._done_order
+        done.append(cid)
+        if len(done) > self._keep_done:  # one in, at most one out
+            self._done.pop(done.popleft(), None)
 
     # -- views ---------------------------------------------------------------------
 

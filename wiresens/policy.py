@@ -107,6 +107,9 @@ _Q_QTY = _offset("qty", 8)
 _K_NEW = int(RecordKind.ORDER_NEW)
 _K_CANCEL = int(RecordKind.ORDER_CANCEL)
 _K_REPLACE = int(RecordKind.ORDER_REPLACE)
+# Plain ints: an IntEnum stored in the request and the Order is slower to compare later.
+_BUY = int(Side.BUY)
+_SELL = int(Side.SELL)
 MAX_POLICY_ID = 255
 """EXECUTION_REPORT carries the policy id in one byte."""
 
@@ -445,7 +448,7 @@ class PolicyObject:
         ``qty`` and ``price`` are fixed point (``price`` ignored for MARKET). Raises
         ValueError for a non-positive quantity (a bug in the policy, not flow control).
         """
-        return self._new(symbol, Side.BUY, qty, price, tif, order_type)
+        return self._new(symbol, _BUY, qty, price, tif, order_type)
 
     def sell(
         self,
@@ -456,7 +459,7 @@ class PolicyObject:
         order_type: int = LIMIT,
     ) -> int:
         """Send a sell order; as :meth:`buy`."""
-        return self._new(symbol, Side.SELL, qty, price, tif, order_type)
+        return self._new(symbol, _SELL, qty, price, tif, order_type)
 
     def cancel(self, cl_ord_id: int) -> bool:
         """Ask to cancel an open order; False if it is not open or the sink is full."""
