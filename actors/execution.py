@@ -12,12 +12,25 @@ Nothing is dropped: a report that does not fit its policy's ring waits in a
 per-policy backlog that is retried first on the next cycle; a request that
 does not fit the order ring is rejected to its policy (QUEUE_FULL), never lost.
 
+Accounts: each request names its account (the policy's); execution checks that
+account's limits (:class:`~wiresens.risk.AccountRisk`) and the feed routes the
+request to that account's session. When a session (re)connects (CONTROL
+GATEWAY_CONNECTED, ``target`` = account) and on the periodic timer, execution
+asks for the account's open orders and balances (``account.status``), and
+reconciles the balances with its own (:class:`~wiresens.balances.BalanceBook`):
+each difference is logged, counted (``status_file``, shown by ``node status``),
+reported to the account's policies (ACCOUNT_UPDATE with ACCOUNT_DIFF_FLAG) and,
+where it maps to one policy's position, corrects that position (POSITION_UPDATE
+with POSITION_CORRECTED_FLAG).
+
 Stop: cancel every open order of the node, then keep draining reports until
 none is open or ``cancel_timeout`` passes.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -26,16 +39,24 @@ from typing import Any
 import numpy as np
 import structlog
 
+from wiresens.balances import BalanceBook, BalanceDifference
 from wiresens.instruments import InstrumentTable
 from wiresens.oms import Order, OrderTable
 from wiresens.positions import PositionBook
 from wiresens.records import (
+    ACCOUNT_DIFF_FLAG,
+    ACCOUNT_SNAPSHOT_END_FLAG,
+    ACCOUNT_SNAPSHOT_FLAG,
+    ACCOUNT_UPDATE,
     CONTROL_GATEWAY_CONNECTED,
     CONTROL_KILL,
     CONTROL_RESUME,
     EXECUTION_REPORT,
     ORDER_REQUEST,
     POLICY_STATUS,
+    POSITION_CORRECTED_FLAG,
+    POSITION_UPDATE,
+    QUERY_BALANCES_FLAG,
     SCALE,
     SCHEMA_VERSION,
     STATUS_KILLED_FLAG,
@@ -43,8 +64,18 @@ from wiresens.records import (
     ExecStatus,
     ExecType,
     RecordKind,
+    Side,
 )
-from wiresens.risk import KillState, PolicyRisk, RateWindow, RejectReason, RiskLimits, check_filters
+from wiresens.risk import (
+    AccountLimits,
+    AccountRisk,
+    KillState,
+    PolicyRisk,
+    RateWindow,
+    RejectReason,
+    RiskLimits,
+    check_filters,
+)
 from wiresens.shm import Consumer, Producer, Ring, SeqlockSlots
 from wiresens.taps import Tap
 
@@ -58,6 +89,7 @@ _CANCEL = int(RecordKind.ORDER_CANCEL)
 _REPLACE = int(RecordKind.ORDER_REPLACE)
 _EXEC = int(RecordKind.EXECUTION_REPORT)
 _CONTROL = int(RecordKind.CONTROL)
+_ACCT = int(RecordKind.ACCOUNT_UPDATE)
 _QUERY = int(RecordKind.ORDER_QUERY)
 # int64 word indexes of ORDER_REQUEST fields (records.py).
 _W_SYMBOL = 0
@@ -66,6 +98,7 @@ _W_CL_ORD_ID, _W_ORIG, _W_EXCH_ID, _W_PRICE, _W_QTY = 4, 5, 6, 7, 8
 _FIELDS: Any = ORDER_REQUEST.fields
 _B_ORDER_TYPE: int = _FIELDS["order_type"][1]
 _B_SIDE: int = _FIELDS["side"][1]
+_B_ACCOUNT: int = _FIELDS["account"][1]
 _BUY = 1
 _TRADE_EXEC = int(ExecType.TRADE)
 STATUS_EVERY_NS = 250_000_000
@@ -90,6 +123,10 @@ class Execution(Actor):
         reject_storm: int = 0,
         feed_stale_s: float = 0.0,
         reconcile_interval_s: float = 60.0,
+        accounts: Sequence[str] = ("default",),
+        account_limits: Sequence[AccountLimits] | None = None,
+        policy_accounts: Sequence[int] | None = None,
+        status_file: str = "",
     ) -> None:
         self.topo = Topology(prefix, policies, symbol_count)
         self.policies = policies
@@ -112,6 +149,25 @@ class Execution(Actor):
         self.feed_stale_ns = int(feed_stale_s * 1e9)
         self.kill_events: list[str] = []
         self.reconcile_ns = int(reconcile_interval_s * 1e9)
+        self.account_names = list(accounts) or ["default"]
+        alims = list(account_limits or [])
+        self.account_risk = [
+            AccountRisk(alims[a] if a < len(alims) else AccountLimits())
+            for a in range(len(self.account_names))
+        ]
+        self.policy_accounts = list(policy_accounts or [0] * policies)
+        self.status_file = status_file
+        self.balances = BalanceBook(
+            [(0, 0)]
+            + [
+                (self.table.asset_index(i.base), self.table.asset_index(i.quote))
+                for i in self.table
+            ]
+        )
+        self._snap: dict[int, dict[int, int]] = {}
+        self.corrections = [0] * len(self.account_names)
+        self.last_differences: list[dict[str, Any]] = []
+        self._next_status_file = 0
         self._next_reconcile = time.time_ns() + self.reconcile_ns
         self.oms = OrderTable()
         self.positions = PositionBook()
@@ -150,6 +206,10 @@ class Execution(Actor):
         self._tob = np.zeros(1, TOP_OF_BOOK)
         self._tob_raw = memoryview(self._tob).cast("B")  # type: ignore[arg-type]
         self._tob_words = self._tob_raw.cast("q")
+        self._acct = np.zeros(1, ACCOUNT_UPDATE)
+        self._acct_raw = memoryview(self._acct).cast("B")  # type: ignore[arg-type]
+        self._pos = np.zeros(1, POSITION_UPDATE)
+        self._pos_raw = memoryview(self._pos).cast("B")  # type: ignore[arg-type]
 
     def on_start(self) -> None:
         t = self.topo
@@ -162,7 +222,9 @@ class Execution(Actor):
         self._ctl = bytearray(64)
         self.tap = Tap(t.tap("execution"))
         # A restarted execution knows no order: the exchange's open orders rebuild the table.
-        self.query_exchange_open_orders()
+        for a in range(len(self.account_names)):
+            self.query_exchange_open_orders(a)
+        self.write_status()
         self.pstatus = SeqlockSlots.attach(t.pstatus, POLICY_STATUS)
         self.tob_slots = SeqlockSlots.attach(t.tob, TOP_OF_BOOK)
         if self.gateway_stage_path:
@@ -208,7 +270,9 @@ class Execution(Actor):
                     # Periodic: catch what a silent failure (a lost report) left behind.
                     self._next_reconcile = now + self.reconcile_ns
                     self.query_open_orders()
-                    self.query_exchange_open_orders()
+                    for a in range(len(self.account_names)):
+                        self.query_exchange_open_orders(a)
+                        self.query_balances(a)
         return work
 
     def _count(self, p: int, sym: int, i: int) -> None:
@@ -294,7 +358,33 @@ class Execution(Actor):
             return
         self._reject(p, reason)
 
+    def _check_account(self, words: memoryview, raw: memoryview) -> RejectReason:
+        acct = raw[_B_ACCOUNT] | raw[_B_ACCOUNT + 1] << 8
+        if acct >= len(self.account_risk):
+            return RejectReason.UNKNOWN_ACCOUNT
+        risk = self.account_risk[acct]
+        if not risk.limits.active:
+            return RejectReason.NONE
+        n_open = 0
+        notional = 0
+        orig = words[_W_ORIG] if raw[0] == _REPLACE else 0
+        for o in self.oms.for_account(acct).values():
+            if o.is_open and o.cl_ord_id != orig:
+                n_open += 1
+                notional += o.price * o.leaves_qty // SCALE
+        return risk.check(
+            order_type=raw[_B_ORDER_TYPE],
+            price=words[_W_PRICE],
+            qty=words[_W_QTY],
+            mid=self._mid(words[_W_SYMBOL] >> 32),
+            open_orders=n_open,
+            open_notional=notional,
+        )
+
     def _check_risk(self, p: int, words: memoryview, raw: memoryview) -> RejectReason:
+        reason = self._check_account(words, raw)
+        if reason != RejectReason.NONE:
+            return reason
         sym = words[_W_SYMBOL] >> 32
         side_buy = raw[_B_SIDE] == _BUY
         same_side = 0
@@ -426,8 +516,13 @@ class Execution(Actor):
             work += 1
             if raw[0] == _CONTROL:
                 if int.from_bytes(raw[32:34], "little") == CONTROL_GATEWAY_CONNECTED:
-                    self.query_open_orders()
-                    self.query_exchange_open_orders()
+                    acct = int.from_bytes(raw[34:36], "little")
+                    self.query_open_orders(acct)
+                    self.query_exchange_open_orders(acct)
+                    self.query_balances(acct)
+                continue
+            if raw[0] == _ACCT:
+                self._on_balance(raw)
                 continue
             if raw[0] != _EXEC:
                 continue
@@ -443,6 +538,17 @@ class Execution(Actor):
             p = int(rep["policy"])
             if int(rep["exec_type"]) == _TRADE_EXEC:
                 self._count(p, int(rep["symbol"]), 1)
+                # Only the node's own orders move the expected balances: anything else
+                # shows up as a difference at the next reconciliation.
+                if self.oms.get(int(rep["cl_ord_id"]) or int(rep["orig_cl_ord_id"])) is not None:
+                    self.balances.apply_fill(
+                        int(rep["account"]),
+                        int(rep["symbol"]),
+                        int(rep["side"]),
+                        int(rep["last_qty"]),
+                        int(rep["last_px"]),
+                        int(rep["commission"]),
+                    )
             if 0 <= p < self.policies:
                 self._send_report(p, raw)
         return work
@@ -463,28 +569,183 @@ class Execution(Actor):
                 sent += 1
         return sent
 
-    def _request_about(self, kind: int, order: Order | None) -> bool:
-        """Write a CANCEL or QUERY request about ``order`` (None: every open order of the
-        account) to the gateway's ring. Every field is set: the buffer is shared."""
+    def _request_about(
+        self, kind: int, order: Order | None, account: int = 0, flags: int = 0
+    ) -> bool:
+        """Write a CANCEL or QUERY request about ``order`` (None: every open order of
+        ``account``, or with QUERY_BALANCES_FLAG its balances) to the gateway's ring.
+        Every field is set: the buffer is shared."""
         assert self.orders is not None
         req = self._req[0]
         req["kind"] = kind
         req["version"] = SCHEMA_VERSION[RecordKind(kind)]
+        req["flags"] = flags
         req["cl_ord_id"] = 0
         req["symbol"] = order.symbol if order is not None else 0
         req["orig_cl_ord_id"] = order.cl_ord_id if order is not None else 0
         req["exch_order_id"] = order.exch_order_id if order is not None else 0
         req["policy"] = order.policy if order is not None else 0
-        req["account"] = order.account if order is not None else 0
+        req["account"] = order.account if order is not None else account
         req["ts_recv"] = 0
         req["ts_pub"] = time.time_ns()
         return bool(self.orders.try_write(self._req_raw))
 
-    def query_exchange_open_orders(self) -> bool:
-        """Ask for every open order of the account: after an execution restart this rebuilds
+    def query_exchange_open_orders(self, account: int = 0) -> bool:
+        """Ask for every open order of ``account``: after an execution restart this rebuilds
         the table (orders with our client ids are adopted); any time it finds orders this
         table lost track of."""
-        return self._request_about(_QUERY, None)
+        return self._request_about(_QUERY, None, account)
+
+    def query_balances(self, account: int = 0) -> bool:
+        """Ask for ``account``'s balances (``account.status``), to reconcile them."""
+        return self._request_about(_QUERY, None, account, QUERY_BALANCES_FLAG)
+
+    # -- balances -----------------------------------------------------------------------
+    def _on_balance(self, raw: memoryview) -> None:
+        """One ACCOUNT_UPDATE of a venue snapshot; the last one reconciles the account."""
+        a = self._acct
+        a_raw = self._acct_raw
+        a_raw[:] = raw[: ACCOUNT_UPDATE.itemsize]
+        rec = a[0]
+        flags = int(rec["flags"])
+        if not flags & ACCOUNT_SNAPSHOT_FLAG:
+            return  # a user-data balance event: the snapshots are the reference
+        acct = int(rec["account"])
+        snap = self._snap.setdefault(acct, {})
+        asset = int(rec["asset"])
+        if asset:
+            snap[asset] = int(rec["free"]) + int(rec["locked"])
+        if flags & ACCOUNT_SNAPSHOT_END_FLAG:
+            del self._snap[acct]
+            self.reconcile_balances(acct, snap)
+
+    def reconcile_balances(self, account: int, totals: dict[int, int]) -> list[BalanceDifference]:
+        """Compare the venue's totals of ``account`` with the book; report and correct."""
+        diffs = self.balances.reconcile(account, totals)
+        log = structlog.get_logger("execution")
+        name = self._account_name(account)
+        for d in diffs:
+            corrected = self._correct_position(d)
+            asset = self.table.asset(d.asset)
+            log.warning(
+                "balance differs from the exchange",
+                account=name,
+                asset=asset,
+                expected=d.expected / SCALE,
+                exchange=d.actual / SCALE,
+                diff=d.diff / SCALE,
+                position_corrected=corrected,
+            )
+            self.last_differences = [
+                *self.last_differences[-9:],
+                {
+                    "account": name,
+                    "asset": asset,
+                    "expected": d.expected,
+                    "exchange": d.actual,
+                    "diff": d.diff,
+                    "position_corrected": corrected,
+                    "ts_ns": time.time_ns(),
+                },
+            ]
+            r = self._acct[0]
+            r["kind"] = _ACCT
+            r["version"] = SCHEMA_VERSION[RecordKind.ACCOUNT_UPDATE]
+            r["flags"] = ACCOUNT_DIFF_FLAG
+            r["symbol"] = 0
+            r["asset"] = d.asset
+            r["account"] = account
+            r["free"] = d.actual
+            r["locked"] = d.diff
+            r["ts_pub"] = time.time_ns()
+            self.tap.record(_ACCT, self._acct_raw)
+            out = bytes(self._acct_raw) + bytes(64)
+            for p in range(self.policies):
+                if self.policy_accounts[p] == account:
+                    self._send_report(p, memoryview(out))
+        self.write_status()
+        return diffs
+
+    def _correct_position(self, d: BalanceDifference) -> str:
+        """Move the one position a base-asset difference belongs to; returns which
+        (``"policy P symbol S"``) or "" when none or several could own it."""
+        owners = [
+            (p, sym)
+            for p in range(self.policies)
+            if self.policy_accounts[p] == d.account
+            for sym in range(1, len(self.balances.symbol_assets))
+            if self.balances.symbol_assets[sym][0] == d.asset
+        ]
+        if len(owners) != 1:
+            return ""
+        p, sym = owners[0]
+        pos = self.positions.get(p, sym)
+        # At the mid (or the average price): the corrected quantity's PnL counts from there.
+        price = self._mid(sym) or pos.avg_px
+        if not price:
+            return ""
+        side = Side.BUY if d.diff > 0 else Side.SELL
+        pos.apply_fill(side, abs(d.diff), price)
+        self.corrections[d.account] += 1
+        r = self._pos[0]
+        r["kind"] = int(RecordKind.POSITION_UPDATE)
+        r["version"] = SCHEMA_VERSION[RecordKind.POSITION_UPDATE]
+        r["flags"] = POSITION_CORRECTED_FLAG
+        r["symbol"] = sym
+        r["policy"] = p
+        r["account"] = d.account
+        r["qty"] = pos.qty
+        r["avg_px"] = pos.avg_px
+        r["realized_pnl"] = pos.realized_pnl
+        r["ts_pub"] = time.time_ns()
+        self.tap.record(int(RecordKind.POSITION_UPDATE), self._pos_raw)
+        self._send_report(p, memoryview(bytes(self._pos_raw) + bytes(64)))
+        return f"policy {p} symbol {self.table[sym].symbol}"
+
+    def _account_name(self, account: int) -> str:
+        if 0 <= account < len(self.account_names):
+            return self.account_names[account]
+        return f"account{account}"
+
+    def account_status(self) -> list[dict[str, Any]]:
+        """Per account: reconciliations, differences, corrections, expected balances."""
+        out = []
+        for a, name in enumerate(self.account_names):
+            book = self.balances.expected.get(a)
+            out.append(
+                {
+                    "name": name,
+                    "index": a,
+                    "open_orders": sum(1 for o in self.oms.for_account(a).values() if o.is_open),
+                    "reconciles": self.balances.reconciles.get(a, 0),
+                    "differences": self.balances.differences.get(a, 0),
+                    "positions_corrected": self.corrections[a],
+                    "balances": None
+                    if book is None
+                    else {self.table.asset(k): v / SCALE for k, v in sorted(book.items())},
+                }
+            )
+        return out
+
+    def write_status(self) -> None:
+        """Write :meth:`account_status` to ``status_file`` (atomically; off the order path:
+        at start, after each reconciliation, at stop)."""
+        if not self.status_file:
+            return
+        tmp = f"{self.status_file}.tmp"
+        body = {
+            "ts_ns": time.time_ns(),
+            "accounts": self.account_status(),
+            "last_differences": self.last_differences,
+        }
+        try:
+            with open(tmp, "w") as f:
+                json.dump(body, f)
+            os.replace(tmp, self.status_file)
+        except OSError as exc:
+            structlog.get_logger("execution").warning(
+                "cannot write the execution status", file=self.status_file, error=str(exc)
+            )
 
     def _adopt(self, rep: Any) -> None:
         """Track an open order the exchange reports and this table does not know."""
@@ -549,8 +810,9 @@ class Execution(Actor):
         if self._request_about(_QUERY, order):
             self.queries += 1
 
-    def query_open_orders(self) -> int:
-        """Ask the gateway for the exchange's status of every order still open here.
+    def query_open_orders(self, account: int | None = None) -> int:
+        """Ask the gateway for the exchange's status of every order still open here
+        (of ``account``, or of every account).
 
         After a gateway reconnect (or an execution restart) an order's fate may be
         unknown: its acknowledgement, fills or cancel may have been lost with the old
@@ -559,7 +821,7 @@ class Execution(Actor):
         assert self.orders is not None
         sent = 0
         for order in list(self.oms):
-            if not order.is_open:
+            if not order.is_open or (account is not None and order.account != account):
                 continue
             if self._request_about(_QUERY, order):
                 sent += 1
@@ -596,6 +858,7 @@ class Execution(Actor):
             if not self.do_work():
                 time.sleep(0.0005)
         self.publish_status()
+        self.write_status()
         left = self.open_orders()
         log = structlog.get_logger("execution")
         (log.info if not left else log.error)(

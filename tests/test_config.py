@@ -12,12 +12,15 @@ import pytest
 from wiresens.config import (
     ConfigWarning,
     NodeConfig,
+    account_limits,
+    account_names,
     default_config_text,
     load_config,
     load_credentials,
     load_policy_class,
 )
 from wiresens.errors import ConfigError
+from wiresens.risk import AccountLimits
 
 REPO = Path(__file__).resolve().parent.parent
 MM_FILE = REPO / "examples" / "market_maker.py"
@@ -87,7 +90,22 @@ def test_minimal_config_and_defaults(tmp_path: Path) -> None:
         ("[node.idle]\nstrategy = 'busy'\n", ["`node.idle.strategy`", "spin"]),
         ("[feed]\nvenue = 'kraken'\n", ["`feed.venue`", "binance"]),
         ("[feed]\nsymbols = 'BTCUSDT'\n", ["`feed.symbols`", "array"]),
-        ("[[feed.accounts]]\nname = 'a'\n", ["`feed.accounts[0].key_file` is required"]),
+        (
+            "[feed]\nvenue = 'binance'\n[[feed.accounts]]\nname = 'a'\n",
+            ["`feed.accounts[0].key_file` is required for venue 'binance'", "account 'a'"],
+        ),
+        (
+            "[[feed.accounts]]\nname = 'a'\nrisk = { max_open_notional = 'lots' }\n",
+            ["`feed.accounts[0].risk.max_open_notional` = 'lots'", "account 'a'"],
+        ),
+        (
+            "[[feed.accounts]]\nname = 'a'\nrisk = { max_open_notional = '0' }\n",
+            ["`feed.accounts[0].risk.max_open_notional`", "must be positive"],
+        ),
+        (
+            "[[feed.accounts]]\nname = 'a'\nrisk = { max_open_order = 3 }\n",
+            ["`feed.accounts[0].risk.max_open_order`", "did you mean `max_open_orders`"],
+        ),
         ("[sidecar.kafka]\ntopic_prefix = 'x'\n", ["`sidecar.kafka.bootstrap_servers`"]),
         ("[[policy]]\nname = 'p'\nclass = 'x:Y'\ncpuu = 1\n", ["`policy[0].cpuu`", "`cpu`"]),
         ("[[policy]]\nname = 'p'\nclass = 'x:Y'\ncpu = 'one'\n", ["`policy[0].cpu`", "int"]),
@@ -261,3 +279,38 @@ def test_config_is_frozen(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_accounts_on_the_local_venue_need_no_key_file_and_carry_limits(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        "[[policy]]",
+        '[[feed.accounts]]\nname = "a"\n\n[[feed.accounts]]\nname = "b"\n'
+        'risk = { max_open_orders = 3, max_open_notional = "2500.5" }\n\n[[policy]]',
+    ).replace(
+        'symbols = ["BTCUSDT"]\n[policy.params]',
+        'symbols = ["BTCUSDT"]\naccount = "b"\n[policy.params]',
+    )
+    cfg = load_text(tmp_path, text)
+    assert account_names(cfg) == ["a", "b"]
+    assert cfg.account_index(cfg.policy[0].account) == 1
+    a, b = account_limits(cfg)
+    assert a == AccountLimits() and not a.active
+    assert b == AccountLimits(max_open_orders=3, max_open_notional=250_050_000_000)
+    assert b.active
+
+
+def test_no_accounts_means_the_single_default(tmp_path: Path) -> None:
+    cfg = load_text(tmp_path, MINIMAL)
+    assert account_names(cfg) == ["node"]
+    assert account_limits(cfg) == [AccountLimits()]
+
+
+def test_a_policy_naming_an_undeclared_account(tmp_path: Path) -> None:
+    text = MINIMAL.replace("[[policy]]", '[[feed.accounts]]\nname = "a"\n\n[[policy]]').replace(
+        'symbols = ["BTCUSDT"]\n[policy.params]',
+        'symbols = ["BTCUSDT"]\naccount = "c"\n[policy.params]',
+    )
+    with pytest.raises(
+        ConfigError, match=r"`policy\[0\]\.account` = 'c' .* not a \[\[feed.accounts\]\] name \(a\)"
+    ):
+        load_text(tmp_path, text)

@@ -6,7 +6,7 @@
     ├── node: NodeSection            [node]        name, shm_prefix, idle, log, run_dir, data_dir
     │   └── idle: IdleConfig         [node.idle]   strategy spin|yield|block, spins, timeout_ms
     ├── feed: FeedConfig             [feed]        venue, symbols, streams, cpu
-    │   ├── accounts: [AccountConfig]  [[feed.accounts]]  name, key_file
+    │   ├── accounts: [AccountConfig]  [[feed.accounts]]  name, key_file, risk
     │   └── local: LocalVenueConfig  [feed.local]  host, port, market synthetic:SEED|replay:FILE
     ├── execution: ExecutionConfig   [execution]   cpu, idle
     ├── sidecar: SidecarConfig       [sidecar]     cpu, event_log_dir, kafka?, postgres?
@@ -52,10 +52,11 @@ import msgspec
 from .errors import ConfigError, FixedPointError
 from .fixedpoint import to_fixed
 from .policy import PolicyObject
-from .risk import RiskLimits
+from .risk import AccountLimits, RiskLimits
 
 __all__ = [
     "AccountConfig",
+    "AccountRiskConfig",
     "ConfigWarning",
     "Credentials",
     "ExecutionConfig",
@@ -68,6 +69,8 @@ __all__ = [
     "PolicyConfig",
     "PostgresConfig",
     "SidecarConfig",
+    "account_limits",
+    "account_names",
     "default_config_text",
     "load_config",
     "load_credentials",
@@ -100,11 +103,26 @@ class NodeSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     data_dir: str = "data"
 
 
+class AccountRiskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Limits of one account over all the policies bound to it (absent: no limit)."""
+
+    max_open_orders: int | None = None
+    """Working orders of the account at once."""
+    max_open_notional: str | None = None
+    """Quote-asset price x remaining quantity summed over the account's working orders
+    plus the new one, e.g. "250000"."""
+
+
 class AccountConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """An exchange account; its keys are in ``key_file``, never in node.toml."""
+    """An exchange account; its keys are in ``key_file``, never in node.toml.
+
+    ``key_file`` is required for Binance venues; the local venue provisions a fresh
+    Ed25519 key per account and run (a given key file is still checked, not used).
+    """
 
     name: str
-    key_file: str
+    key_file: str = ""
+    risk: AccountRiskConfig = AccountRiskConfig()
 
 
 class LocalVenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -625,7 +643,21 @@ def _check(cfg: NodeConfig, source: str, repo_dir: Path) -> None:
             f"{source}: `feed.venue` = {cfg.feed.venue!r} needs at least one [[feed.accounts]] "
             "with a key_file (or use venue = 'local')"
         )
+    if len(cfg.feed.accounts) > 255:
+        raise ConfigError(
+            f"{source}: `feed.accounts` has {len(cfg.feed.accounts)} entries; execution reports "
+            "carry the account in one byte: use at most 255 accounts per node"
+        )
     for i, acct in enumerate(cfg.feed.accounts):
+        _check_account_risk(source, i, acct)
+        if not acct.key_file:
+            if cfg.feed.venue == "local":
+                continue
+            raise ConfigError(
+                f"{source}: `feed.accounts[{i}].key_file` is required for venue "
+                f'{cfg.feed.venue!r} (account {acct.name!r}): add `key_file = "..."` naming a '
+                "TOML file with api_key and secret (or private_key)"
+            )
         key_file = cfg.path(acct.key_file)
         if not key_file.is_file():
             raise ConfigError(
@@ -665,6 +697,28 @@ def _check(cfg: NodeConfig, source: str, repo_dir: Path) -> None:
             policy_params(p, cls)
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from None
+
+
+def _check_account_risk(source: str, i: int, acct: AccountConfig) -> None:
+    r = acct.risk
+    if r.max_open_orders is not None and r.max_open_orders < 0:
+        raise ConfigError(
+            f"{source}: `feed.accounts[{i}].risk.max_open_orders` = {r.max_open_orders} "
+            f"(account {acct.name!r}) must not be negative"
+        )
+    if r.max_open_notional is not None:
+        where = f"feed.accounts[{i}].risk.max_open_notional"
+        try:
+            value = to_fixed(r.max_open_notional)
+        except FixedPointError as exc:
+            raise ConfigError(
+                f"{source}: `{where}` = {r.max_open_notional!r} (account {acct.name!r}): {exc}"
+            ) from None
+        if value <= 0:
+            raise ConfigError(
+                f"{source}: `{where}` = {r.max_open_notional!r} (account {acct.name!r}) must be "
+                'positive, e.g. "250000" (quote asset)'
+            )
 
 
 def _unique(source: str, key: str, names: list[str], field: str = "") -> None:
@@ -832,3 +886,23 @@ def kill_loss_limit(cfg: NodeConfig) -> int:
         return to_fixed(text)
     except FixedPointError as exc:
         raise ConfigError(f"`execution.kill.loss_limit` = {text!r}: {exc}") from None
+
+
+def account_names(cfg: NodeConfig) -> list[str]:
+    """The node's accounts in index order (records carry the index): the
+    ``[[feed.accounts]]`` names, or ``["node"]``, the local venue's single default."""
+    return [a.name for a in cfg.feed.accounts] or ["node"]
+
+
+def account_limits(cfg: NodeConfig) -> list[AccountLimits]:
+    """Each account's :class:`~wiresens.risk.AccountLimits` (index order, as
+    :func:`account_names`), from ``[[feed.accounts]] risk = {...}``."""
+    out = []
+    for acct in cfg.feed.accounts:
+        kw: dict[str, int] = {}
+        if acct.risk.max_open_orders is not None:
+            kw["max_open_orders"] = acct.risk.max_open_orders
+        if acct.risk.max_open_notional is not None:
+            kw["max_open_notional"] = to_fixed(acct.risk.max_open_notional)
+        out.append(AccountLimits(**kw))
+    return out or [AccountLimits()]

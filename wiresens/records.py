@@ -138,7 +138,8 @@ DEPTH_CLEAR_FLAG = 0x4
 """Clear the consumer's book before applying this record (resync)."""
 # CONTROL commands.
 CONTROL_GATEWAY_CONNECTED = 1
-"""Feed -> execution: the WebSocket API session is (re)established; reconcile open orders."""
+"""Feed -> execution: the WebSocket API session of account ``target`` is (re)established;
+reconcile its open orders and balances."""
 CONTROL_KILL = 2
 """Operator -> execution: engage the kill switch; ``target`` = policy index + 1, 0 = node."""
 CONTROL_RESUME = 3
@@ -146,6 +147,21 @@ CONTROL_RESUME = 3
 CONTROL_TAP_CHECKPOINT = 4
 """Sidecar -> event log: tap ``target`` is in the log up to byte ``arg0`` of the ring
 created at ``arg1`` (ns): a restarted sidecar skips what the log already has."""
+# Flags of ORDER_QUERY.
+QUERY_BALANCES_FLAG = 0x1
+"""ORDER_QUERY: ask for the account's balances (WebSocket API ``account.status``), not orders."""
+# Flags of ACCOUNT_UPDATE.
+ACCOUNT_SNAPSHOT_FLAG = 0x1
+"""The balance comes from an ``account.status`` answer (the venue's whole account)."""
+ACCOUNT_SNAPSHOT_END_FLAG = 0x2
+"""The last record of one ``account.status`` snapshot (``asset`` 0: the account holds nothing)."""
+ACCOUNT_DIFF_FLAG = 0x4
+"""Execution -> policy: reconciliation found the venue's balance of ``asset`` differs from
+execution's own; under this flag ``free`` is the venue's total (free + locked) and ``locked``
+the difference (venue minus execution), and execution now uses the venue's total."""
+# Flags of POSITION_UPDATE.
+POSITION_CORRECTED_FLAG = 0x1
+"""Execution -> policy: reconciliation corrected the policy's position (``qty`` is the new one)."""
 STATUS_KILLED_FLAG = 0x1
 """POLICY_STATUS ``flags``: the kill switch blocks this policy (or the whole node)."""
 # Flags of TRADE.

@@ -7,6 +7,9 @@
   quantity and notional, position per symbol (counting the open orders on that
   side), open orders, a price band around the mid (fat finger), and order rates
   per second and per 10 s (kept below the exchange's own limits);
+* :class:`AccountLimits` / :class:`AccountRisk`: per-account limits - open orders and
+  open notional (price x remaining quantity of every working order of the account,
+  whatever policy sent it), checked after the policy's own limits;
 * :class:`KillState`: the kill switch, node-wide or per policy.
 
 A check returns a :class:`RejectReason` (``NONE`` = pass); it never raises on
@@ -23,7 +26,16 @@ from typing import Any
 
 from .records import SCALE, OrderType, RecordKind
 
-__all__ = ["KillState", "PolicyRisk", "RateWindow", "RejectReason", "RiskLimits", "check_filters"]
+__all__ = [
+    "AccountLimits",
+    "AccountRisk",
+    "KillState",
+    "PolicyRisk",
+    "RateWindow",
+    "RejectReason",
+    "RiskLimits",
+    "check_filters",
+]
 
 
 class RejectReason(IntEnum):
@@ -49,6 +61,9 @@ class RejectReason(IntEnum):
     MAX_OPEN_ORDERS = 17
     PRICE_BAND = 18
     RATE_LIMIT = 19
+    ACCOUNT_MAX_OPEN_ORDERS = 20
+    ACCOUNT_MAX_NOTIONAL = 21
+    UNKNOWN_ACCOUNT = 22
 
     @property
     def text(self) -> str:
@@ -76,6 +91,12 @@ _TEXT = {
     RejectReason.MAX_OPEN_ORDERS: "the policy has max_open_orders open already",
     RejectReason.PRICE_BAND: "limit price further from the mid than price_band_bps",
     RejectReason.RATE_LIMIT: "order rate above max_orders_per_s / max_orders_per_10s",
+    RejectReason.ACCOUNT_MAX_OPEN_ORDERS: "the account has its max_open_orders open already",
+    RejectReason.ACCOUNT_MAX_NOTIONAL: (
+        "the account's open notional (price x remaining qty of its working orders) plus this "
+        "order would exceed its max_open_notional"
+    ),
+    RejectReason.UNKNOWN_ACCOUNT: "the request names an account the node has no session for",
 }
 
 _MARKET = int(OrderType.MARKET)
@@ -208,6 +229,58 @@ class PolicyRisk:
         self.per_s.add(now_ns)
         self.per_10s.add(now_ns)
         return RejectReason.NONE
+
+
+@dataclass(frozen=True)
+class AccountLimits:
+    """One exchange account's limits, over every policy bound to it (``NO_LIMIT``: off).
+
+    ``max_open_notional`` bounds the quote-asset notional the account has working:
+    the sum of price x remaining quantity over its open orders, plus the new order
+    (a market order counts at the mid).
+    """
+
+    max_open_orders: int = NO_LIMIT
+    max_open_notional: int = NO_LIMIT
+
+    @property
+    def active(self) -> bool:
+        """Any limit set: callers skip summing the account's orders when not."""
+        return self.max_open_orders != NO_LIMIT or self.max_open_notional != NO_LIMIT
+
+
+class AccountRisk:
+    """Checks a new order against its account's :class:`AccountLimits`."""
+
+    __slots__ = ("limits",)
+
+    def __init__(self, limits: AccountLimits) -> None:
+        self.limits = limits
+
+    def check(
+        self,
+        *,
+        order_type: int,
+        price: int,
+        qty: int,
+        mid: int,
+        open_orders: int,
+        open_notional: int,
+    ) -> RejectReason:
+        """``open_orders`` / ``open_notional``: the account's working orders (a replaced
+        original already left out). Never raises."""
+        lim = self.limits
+        if open_orders >= lim.max_open_orders:
+            return RejectReason.ACCOUNT_MAX_OPEN_ORDERS
+        ref = price if order_type != _MARKET else mid
+        if open_notional + ref * qty // SCALE > lim.max_open_notional:
+            return RejectReason.ACCOUNT_MAX_NOTIONAL
+        return RejectReason.NONE
+
+
+def open_notional(price: int, leaves_qty: int) -> int:
+    """Quote notional (fixed point) of ``leaves_qty`` working at ``price``."""
+    return price * leaves_qty // SCALE
 
 
 class KillState:
