@@ -47,7 +47,17 @@ import numpy as np
 
 from .oms import Order, OrderTable, Outcome
 from .positions import PositionBook
-from .records import ORDER_REQUEST, ExecStatus, OrderType, RecordKind, Side, TimeInForce, new_record
+from .records import (
+    EXECUTION_REPORT,
+    ORDER_REQUEST,
+    ExecStatus,
+    ExecType,
+    OrderType,
+    RecordKind,
+    Side,
+    TimeInForce,
+    new_record,
+)
 
 __all__ = [
     "FOK",
@@ -110,6 +120,8 @@ _K_REPLACE = int(RecordKind.ORDER_REPLACE)
 # Plain ints: an IntEnum stored in the request and the Order is slower to compare later.
 _BUY = int(Side.BUY)
 _SELL = int(Side.SELL)
+_RB_EXEC_TYPE: int = EXECUTION_REPORT.fields["exec_type"][1]  # type: ignore[index]
+_X_TRADE = int(ExecType.TRADE)
 MAX_POLICY_ID = 255
 """EXECUTION_REPORT carries the policy id in one byte."""
 
@@ -416,7 +428,8 @@ class PolicyObject:
         if raw is not None:
             outcome = self.open_orders.apply_raw(raw)
             if outcome <= _STALE_FILL:
-                self.positions.apply_raw(raw)
+                if raw[_RB_EXEC_TYPE] == _X_TRADE:  # only a fill moves the position
+                    self.positions.apply_raw(raw)
                 self.on_execution(report)
             return outcome
         outcome = self.open_orders.apply(report)

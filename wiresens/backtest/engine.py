@@ -125,6 +125,7 @@ _NEW, _CANCEL, _REPLACE = (
     int(RecordKind.ORDER_REPLACE),
 )
 _BUY = int(Side.BUY)
+_NO_REJECT = RejectReason.NONE
 _MARKET, _LIMIT_MAKER = int(OrderType.MARKET), int(OrderType.LIMIT_MAKER)
 _IOC, _FOK = int(TimeInForce.IOC), int(TimeInForce.FOK)
 S_NEW, S_PART, S_FILLED = (
@@ -221,14 +222,11 @@ class _SimOrder:
 class _Sink:
     """The policy's OrderSink: pre-trade check, then the request travels to the venue."""
 
-    __slots__ = ("sim",)
+    __slots__ = ("try_submit",)
 
     def __init__(self, sim: Simulation) -> None:
-        self.sim = sim
-
-    def try_submit(self, record: memoryview) -> bool:
-        self.sim.submit(record)
-        return True
+        # The simulation's own method, bound once: no forwarding frame per request.
+        self.try_submit: Callable[[memoryview], bool] = sim.submit
 
 
 class Simulation:
@@ -247,8 +245,11 @@ class Simulation:
         self.cfg = cfg
         self.md = md
         self.fees = FeeSchedule(cfg.fees.maker_bps, cfg.fees.taker_bps)
+        self._maker_rate = self.fees.maker_rate
+        self._taker_rate = self.fees.taker_rate
         self.queue = make_queue_model(cfg.queue.model, cfg.queue.power)
         self.entry = EntryLatency(cfg.latency, cfg.seed)
+        self._arrival = self.entry.arrival
         self.response_ns = cfg.latency.response_ns
         self.instruments = InstrumentTable([cfg.instrument.instrument()])
         # check_filters indexes by the records' 1-based symbol; slot 0 is None.
@@ -333,18 +334,19 @@ class Simulation:
 
     # -- the policy side ---------------------------------------------------------------
 
-    def submit(self, rec: memoryview) -> None:
-        """An ORDER_REQUEST (its bytes) from the policy at local time ``clock.now``."""
+    def submit(self, rec: memoryview) -> bool:
+        """An ORDER_REQUEST (its bytes) from the policy at local time ``clock.now``; the
+        policy's :class:`~wiresens.policy.OrderSink` (always takes it: True)."""
         req = _UNPACK_REQ(rec)
         kind, symbol, cid, orig, price, qty, side, otype, _ = req
         now = self.clock.now
-        if kind in (_NEW, _REPLACE):
+        if kind != _CANCEL:
             if kind == _NEW:
                 self.orders_sent += 1
             else:
                 self.replaces_sent += 1
             reason = check_filters(symbol, otype, price, qty, self._risk_table)
-            if reason != RejectReason.NONE:
+            if reason != _NO_REJECT:
                 # Execution rejects locally: a ring hop back, no venue round trip.
                 self.risk_rejects += 1
                 self._report(
@@ -367,14 +369,15 @@ class Simulation:
                     int(reason),
                     0,
                 )
-                return
+                return True
             self.sent_qty += qty
         else:
             self.cancels_sent += 1
         self.seq += 1
-        arrival = self.entry.arrival(now)
+        arrival = self._arrival(now)
         self.orders.append((now, arrival, kind, cid, orig, side, otype, req[8], price, qty))
         heapq.heappush(self.arrivals, (arrival, self.seq, req))
+        return True
 
     def _report(
         self,
@@ -438,20 +441,23 @@ class Simulation:
     # -- the venue side ----------------------------------------------------------------
 
     def _fill(self, o: _SimOrder, qty: int, px: int, maker: bool, ts: int) -> None:
-        fee = self.fees.commission(qty, px, maker)
+        raw = qty * px
+        notional = raw // SCALE
+        # FeeSchedule.commission inlined (same integer formula).
+        fee = notional * (self._maker_rate if maker else self._taker_rate) // SCALE
         o.leaves -= qty
         o.cum_qty += qty
-        o.cum_quote += qty * px // SCALE
+        o.cum_quote += notional
         self.trade_seq += 1
-        self.fills.append((ts, o.cid, o.side, int(maker), px, qty, fee))
+        self.fills.append((ts, o.cid, o.side, 1 if maker else 0, px, qty, fee))
         if o.side == _BUY:
             self.position += qty
-            self.cash_raw -= qty * px
+            self.cash_raw -= raw
         else:
             self.position -= qty
-            self.cash_raw += qty * px
+            self.cash_raw += raw
         self.fee_total += fee
-        self.volume += qty * px // SCALE
+        self.volume += notional
         status = S_FILLED if o.leaves == 0 else S_PART
         self._report(
             ts,
@@ -774,6 +780,18 @@ class Simulation:
         arrivals, reports = self.arrivals, self.reports
         view = TopOfBook()
         tr_q, tr_h, tr_void = self._tr_q, self._tr_h, self._tr_void
+        er_b, er_void = self._er_b, self._er_void
+        pack_report = _PACK_REPORT
+        heappop = heapq.heappop
+        deliver_execution = policy.deliver_execution
+        deliver_book = policy.deliver_book
+        # A policy that keeps the base class's no-op trade hook is not called per trade
+        # (nothing could observe the call); one that overrides either method is.
+        cls = type(policy)
+        trades_wanted = (
+            cls.on_trade is not PolicyObject.on_trade
+            or cls.deliver_trade is not PolicyObject.deliver_trade
+        )
         timer_ns = self.cfg.policy.timer_interval_ms * 1_000_000
         next_timer = (L[0] + timer_ns) if (timer_ns and n) else _BIG
         sample_ns = self.cfg.sample_interval_ms * 1_000_000
@@ -816,33 +834,37 @@ class Simulation:
                         for j in range(LO[ie], HI[ie]):
                             p = PX[j]
                             q = QT[j]
+                            # The level's old quantity matters only where we rest.
                             if SD[j] == 1:
-                                old = bids.get(p, 0)
+                                if p in rest_b:
+                                    old = bids.get(p, 0)
+                                    self._level_changed(rest_b, self.traded_b, p, old, q)
                                 if q:
                                     bids[p] = q
-                                elif old:
-                                    del bids[p]
-                                if p in rest_b:
-                                    self._level_changed(rest_b, self.traded_b, p, old, q)
+                                else:
+                                    bids.pop(p, None)
                             else:
-                                old = asks.get(p, 0)
+                                if p in rest_a:
+                                    old = asks.get(p, 0)
+                                    self._level_changed(rest_a, self.traded_a, p, old, q)
                                 if q:
                                     asks[p] = q
-                                elif old:
-                                    del asks[p]
-                                if p in rest_a:
-                                    self._level_changed(rest_a, self.traded_a, p, old, q)
+                                else:
+                                    asks.pop(p, None)
                         self.best_bid = A[ie]
                         self.best_ask = C[ie]
                         if rest_b or rest_a:
                             self._cross_check(te)
                     ie += 1
                 elif ta == m:
-                    t_arr, _, req = heapq.heappop(arrivals)
+                    t_arr, _, req = heappop(arrivals)
                     self._arrive(req, t_arr)
                 elif tr == m:
-                    _, _, fields = heapq.heappop(reports)
-                    self._deliver_report(fields)
+                    # _deliver_report inlined (one frame less per report).
+                    fields = heappop(reports)[2]
+                    pack_report(er_b, 8, *fields)
+                    clock.now = fields[1]
+                    deliver_execution(er_void, er_b)
                 else:
                     clock.now = next_timer
                     policy.deliver_timer(next_timer)
@@ -855,14 +877,15 @@ class Simulation:
             if DV[il]:
                 clock.now = tl
                 if K[il] == 1:
-                    tr_q[_TQ_TS_EXCH] = E[il]
-                    tr_q[_TQ_TS_RECV] = TSR[il]
-                    tr_q[_TQ_PX] = A[il]
-                    tr_q[_TQ_QTY] = B[il]
-                    tr_h[_TH_FLAGS] = C[il]
-                    tr_q[_TQ_ID] = D[il]
-                    self.trade_calls += 1
-                    policy.deliver_trade(_SYM, tr_void)
+                    if trades_wanted:
+                        tr_q[_TQ_TS_EXCH] = E[il]
+                        tr_q[_TQ_TS_RECV] = TSR[il]
+                        tr_q[_TQ_PX] = A[il]
+                        tr_q[_TQ_QTY] = B[il]
+                        tr_h[_TH_FLAGS] = C[il]
+                        tr_q[_TQ_ID] = D[il]
+                        self.trade_calls += 1
+                        policy.deliver_trade(_SYM, tr_void)
                 else:
                     view.bid_px = bp = A[il]
                     view.bid_qty = B[il]
@@ -872,7 +895,7 @@ class Simulation:
                     if bp and ap:
                         mid = (bp + ap) >> 1
                     self.book_calls += 1
-                    policy.deliver_book(_SYM, view)
+                    deliver_book(_SYM, view)
             if progress is not None and not il & (tick - 1):
                 progress(il, n)
         end = L[-1] if n else 0
