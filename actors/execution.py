@@ -101,6 +101,12 @@ _B_SIDE: int = _FIELDS["side"][1]
 _B_ACCOUNT: int = _FIELDS["account"][1]
 _BUY = 1
 _TRADE_EXEC = int(ExecType.TRADE)
+_PENDING_NEW = int(ExecStatus.PENDING_NEW)
+_PENDING_CANCEL = int(ExecStatus.PENDING_CANCEL)
+# Binance's codes for "execution status unknown" (an internal error or a timeout behind
+# its gateway): the request may have been executed, so the order is queried, never
+# assumed rejected.
+UNKNOWN_OUTCOME_CODES = frozenset((-1000, -1001, -1006, -1007))
 STATUS_EVERY_NS = 250_000_000
 LAT_WINDOW = 1024
 
@@ -127,6 +133,7 @@ class Execution(Actor):
         account_limits: Sequence[AccountLimits] | None = None,
         policy_accounts: Sequence[int] | None = None,
         status_file: str = "",
+        ack_timeout_s: float = 5.0,
     ) -> None:
         self.topo = Topology(prefix, policies, symbol_count)
         self.policies = policies
@@ -149,6 +156,8 @@ class Execution(Actor):
         self.feed_stale_ns = int(feed_stale_s * 1e9)
         self.kill_events: list[str] = []
         self.reconcile_ns = int(reconcile_interval_s * 1e9)
+        self.ack_timeout_ns = int(ack_timeout_s * 1e9)
+        self.chased = 0
         self.account_names = list(accounts) or ["default"]
         alims = list(account_limits or [])
         self.account_risk = [
@@ -266,6 +275,8 @@ class Execution(Actor):
                 self._next_status = now + STATUS_EVERY_NS
                 self._auto_kill(now)
                 self.publish_status()
+                if self.ack_timeout_ns:
+                    self._chase_unanswered(now)
                 if self.reconcile_ns and now >= self._next_reconcile:
                     # Periodic: catch what a silent failure (a lost report) left behind.
                     self._next_reconcile = now + self.reconcile_ns
@@ -346,6 +357,7 @@ class Execution(Actor):
             assert self.orders is not None
             if self.orders.try_write(raw):
                 self.forwarded += 1
+                self._sent_now(words[_W_CL_ORD_ID] if kind != _CANCEL else 0, words[_W_ORIG])
                 ts = words[2]
                 if ts:  # caused by a market record (not a timer or a report)
                     i = self.lat_n[p]
@@ -380,6 +392,27 @@ class Execution(Actor):
             open_orders=n_open,
             open_notional=notional,
         )
+
+    def _sent_now(self, cl_ord_id: int, orig_cl_ord_id: int) -> None:
+        """Stamp the orders a request just sent went pending for: the ack timeout runs
+        from here (``ts_update``: the last time this side heard of or acted on them)."""
+        now = time.time_ns()
+        for cid in (cl_ord_id, orig_cl_ord_id):
+            if cid:
+                order = self.oms.open.get(cid)
+                if order is not None:
+                    order.ts_update = now
+
+    def _chase_unanswered(self, now: int) -> None:
+        """Query every order whose new or cancel request got no answer within the ack
+        timeout (a lost or unreadable response): its outcome is asked, never assumed."""
+        limit = now - self.ack_timeout_ns
+        for order in self.oms.open.values():
+            if order.ts_update < limit and order.status in (_PENDING_NEW, _PENDING_CANCEL):
+                order.ts_update = now  # one query per timeout, not one per tick
+                if self._request_about(_QUERY, order):
+                    self.queries += 1
+                    self.chased += 1
 
     def _check_risk(self, p: int, words: memoryview, raw: memoryview) -> RejectReason:
         reason = self._check_account(words, raw)
@@ -527,6 +560,9 @@ class Execution(Actor):
             if raw[0] != _EXEC:
                 continue
             rep = self._rep[0]
+            if self._unknown_outcome(rep):
+                self.tap.record(_EXEC, raw)
+                continue
             self._adopt(rep)
             self._fill_from_status(rep)
             follow_up = self._resolve_unknown(rep)
@@ -587,7 +623,9 @@ class Execution(Actor):
         req["policy"] = order.policy if order is not None else 0
         req["account"] = order.account if order is not None else account
         req["ts_recv"] = 0
-        req["ts_pub"] = time.time_ns()
+        req["ts_pub"] = now = time.time_ns()
+        if order is not None and kind == _CANCEL:
+            order.ts_update = now
         return bool(self.orders.try_write(self._req_raw))
 
     def query_exchange_open_orders(self, account: int = 0) -> bool:
@@ -769,6 +807,25 @@ class Execution(Actor):
             structlog.get_logger("execution").warning(
                 "adopted an open order the exchange reported", cl_ord_id=cid, policy=order.policy
             )
+
+    def _unknown_outcome(self, rep: Any) -> bool:
+        """A new order refused with "execution status unknown" (a 5xx, -1000/-1001/-1006/
+        -1007) may be working at the exchange: query it instead of closing it REJECTED."""
+        if int(rep["status"]) != int(ExecStatus.REJECTED):
+            return False
+        if int(rep["error_code"]) not in UNKNOWN_OUTCOME_CODES:
+            return False
+        cl = int(rep["cl_ord_id"])
+        order = self.oms.get(cl) if cl else None
+        if order is None or order.status != _PENDING_NEW:
+            return False
+        structlog.get_logger("execution").warning(
+            "order outcome unknown at the exchange: querying it",
+            cl_ord_id=cl,
+            code=int(rep["error_code"]),
+        )
+        self._query_one(cl)
+        return True
 
     def _resolve_unknown(self, rep: Any) -> int:
         """Close the gaps a REJECTED answer leaves; returns an order id to query, or 0.
