@@ -4,8 +4,15 @@ Connections (all to one venue: Binance, its testnet, or the built-in venue):
 
 * market streams (one combined-stream WebSocket): diff depth, bookTicker, trade;
 * REST depth snapshots, fetched when a symbol's book needs one;
-* the WebSocket API: ``session.logon`` (Ed25519), ``userDataStream.subscribe``,
-  and the orders execution sends on its ring.
+* the WebSocket API, one connection per account (:class:`AccountSession`):
+  ``session.logon`` (Ed25519), ``userDataStream.subscribe``, the orders execution
+  sends on its ring (routed by the request's ``account``), ``openOrders.status``
+  and ``account.status`` for execution's reconciliation. Each account has its
+  own keys and its own rate governor; its reports carry its index.
+
+A key the exchange refuses at logon is fatal: the feed writes the error (naming
+the account) to its status file and fails, and the node stops on it; retrying
+a wrong key forever would only look like a silent outage.
 
 The books are kept with the documented snapshot + diff procedure
 (:class:`wiresens.binance.fastdepth.DepthFeed`); a gap discards the book and
@@ -31,10 +38,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import time
 import urllib.request
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -61,17 +70,24 @@ from wiresens.binance.sync import Action
 from wiresens.binance.wire import (
     DECODERS,
     OPEN_ORDERS_DECODER,
+    AccountInfo,
     BookTicker,
     ExchangeInfo,
     StreamEnvelope,
     Trade,
 )
+from wiresens.errors import ConfigError
+from wiresens.fixedpoint import to_fixed
 from wiresens.instruments import InstrumentTable
 from wiresens.policy import ClOrdIdGen
 from wiresens.records import (
+    ACCOUNT_SNAPSHOT_END_FLAG,
+    ACCOUNT_SNAPSHOT_FLAG,
+    ACCOUNT_UPDATE,
     CONTROL_GATEWAY_CONNECTED,
     EXECUTION_REPORT,
     ORDER_REQUEST,
+    QUERY_BALANCES_FLAG,
     SCHEMA_VERSION,
     TOP_OF_BOOK,
     ExecStatus,
@@ -86,7 +102,7 @@ from .actor import Actor
 from .status import StatusWriter
 from .topology import Topology
 
-__all__ = ["FeedActor", "FeedEndpoints"]
+__all__ = ["AccountSession", "FeedActor", "FeedEndpoints"]
 
 _ENVELOPE = DECODERS[StreamEnvelope]
 _BOOK_TICKER = DECODERS[BookTicker]
@@ -97,6 +113,12 @@ _QUERY = int(RecordKind.ORDER_QUERY)
 _CANCEL = int(RecordKind.ORDER_CANCEL)
 _REPLACE = int(RecordKind.ORDER_REPLACE)
 _REASON_UNKNOWN_ORDER = 9  # wiresens.risk.RejectReason.UNKNOWN_ORDER
+_REASON_UNKNOWN_ACCOUNT = 22  # wiresens.risk.RejectReason.UNKNOWN_ACCOUNT
+_ACCOUNT_INFO = DECODERS[AccountInfo]
+_ACCT_KIND = int(RecordKind.ACCOUNT_UPDATE)
+# Binance answers a refused key with these; any other error at logon is retried.
+_KEY_REFUSED = frozenset((-1002, -1022, -2008, -2014, -2015, -4056))
+STATUS_EVERY_S = 1.0
 _FIELDS: Any = EXECUTION_REPORT.fields
 _POLICY_BYTE: int = _FIELDS["policy"][1]
 STREAM_SUFFIX = {"depth": "depth@100ms", "bookTicker": "bookTicker", "trade": "trade"}
@@ -110,7 +132,74 @@ class FeedEndpoints(msgspec.Struct, frozen=True):
     ws_api: str
 
 
+class AccountSession:
+    """One exchange account's WebSocket API session and everything kept per account:
+    keys and signer, order encoder (request ids), user-data decoder (stamps the
+    account index), rate governor, the orders waiting to be sent, counters."""
+
+    def __init__(
+        self,
+        index: int,
+        name: str,
+        table: InstrumentTable,
+        stats: DecodeStats,
+        *,
+        api_key: str = "",
+        secret: str = "",
+        private_key_pem: bytes = b"",
+    ) -> None:
+        self.index = index
+        self.name = name
+        self.api_key = api_key
+        self.private_key_pem = private_key_pem
+        sign: Callable[[str], str] | None = None
+        if private_key_pem:
+            sign = Ed25519Signer(private_key_pem).sign
+        elif secret:
+            sign = HmacSigner(secret).sign
+        self.sign = sign
+        self.encoder = OrderEncoder(table, logged_on=False, api_key=api_key, sign=sign)
+        self.user = UserDecoder(table, account=index, stats=stats)
+        self.rate: RateLimitState | None = None
+        self.ws: Any = None
+        self.waiting_cancels: deque[bytes] = deque()
+        self.waiting_orders: deque[bytes] = deque()
+        self.paced = 0
+        self.orders_sent = 0
+        self.rejects = 0
+        self.reconnects = 0
+        self.fatal = ""
+
+    def __repr__(self) -> str:
+        return f"AccountSession({self.index}, {self.name!r}, logged_on={self.encoder.logged_on})"
+
+    def status(self) -> dict[str, Any]:
+        """What ``node status`` shows for the account (JSON-ready)."""
+        rate = self.rate
+        return {
+            "name": self.name,
+            "index": self.index,
+            "connected": self.ws is not None,
+            "logged_on": self.encoder.logged_on,
+            "orders_sent": self.orders_sent,
+            "rejects": self.rejects,
+            "reconnects": self.reconnects,
+            "paced": self.paced,
+            "waiting": len(self.waiting_orders) + len(self.waiting_cancels),
+            "headroom": rate.headroom() if rate is not None else {},
+            "blocked_s": round(max(0.0, rate.blocked_until - time.time()), 1) if rate else 0.0,
+            "banned": bool(rate and rate.banned),
+            "fatal": self.fatal,
+        }
+
+
 class FeedActor(Actor):
+    """The gateway. ``accounts`` lists one mapping per account (``name``, ``api_key``
+    and ``secret`` or ``private_key_pem``), in index order (the records' ``account``);
+    without it the single account of ``api_key``/``secret``/``private_key_pem`` has
+    index ``account``. ``status_file``: where the per-account state (logon, rate
+    headroom, counters, a fatal error) is written every second as JSON."""
+
     name = "feed"
 
     def __init__(
@@ -129,6 +218,8 @@ class FeedActor(Actor):
         account: int = 0,
         market: str = "spot",
         spin: bool = False,
+        accounts: Sequence[Mapping[str, Any]] | None = None,
+        status_file: str = "",
     ) -> None:
         self.topo = Topology(prefix, policies, symbol_count)
         self.instruments = list(instruments)
@@ -141,6 +232,8 @@ class FeedActor(Actor):
         self.account = account
         self.market = market
         self.spin = spin
+        self.account_specs = [dict(a) for a in accounts] if accounts else []
+        self.status_file = status_file
         self.log: Any = structlog.get_logger("feed")
         # Counters (copied into the status heartbeat as work).
         self.messages = 0
@@ -150,17 +243,31 @@ class FeedActor(Actor):
         self.reconnects = 0
         self.orders_sent = 0
         self.rejects = 0
+        self.paced = 0
 
     # -- setup -------------------------------------------------------------------------
     def on_start(self) -> None:
         self.table = InstrumentTable(self.instruments)
         self.symbols = self.table.symbols()
+        # Balances are reconciled for the assets the node trades (base and quote), with
+        # the indices every actor's table gives them.
+        self.asset_ids = {
+            a: self.table.asset_index(a) for inst in self.table for a in (inst.base, inst.quote)
+        }
         t = self.topo
         self.md: list[Producer] = [Ring.attach(t.md(p), None).producer() for p in range(t.policies)]
         self.subs: dict[int, list[Producer]] = {i + 1: [] for i in range(len(self.symbols))}
         for p, syms in enumerate(self.policy_symbols):
             for s in syms:
                 self.subs.setdefault(s, []).append(self.md[p])
+        # Spare slots (policies the control plane starts at run time): their symbols are
+        # rows of the `subs` segment, followed every 0.1 s by _refresh_subs.
+        self._static_slots = len(self.policy_symbols)
+        self._subs_seen = [0] * t.policies
+        self._subs_slots: SeqlockSlots | None = None
+        if t.policies > self._static_slots:
+            self._subs_slots = SeqlockSlots.attach(t.subs, t.subs_dtype())
+            self._subs_row = np.zeros(1, t.subs_dtype())
         self.reports: Producer = Ring.attach(t.reports, None).producer()
         self.orders: Consumer = Ring.attach(t.orders, None).consumer()
         self.tob = SeqlockSlots.attach(
@@ -172,7 +279,6 @@ class FeedActor(Actor):
         self.tap = Tap(t.tap("feed"))
         self.stats = DecodeStats()
         self.decoder = MarketDecoder(self.table, futures=self.market == "usdm", stats=self.stats)
-        self.user = UserDecoder(self.table, account=self.account, stats=self.stats)
         self.books: dict[str, DepthFeed] = {}
         self.last_top: dict[int, tuple[int, int, int, int]] = {}
         self.use_book_ticker = "bookTicker" in self.streams
@@ -184,10 +290,8 @@ class FeedActor(Actor):
         self._ord = bytearray(128)
         self._ord_raw = memoryview(self._ord)
         self.report_backlog: deque[bytes] = deque()
-        self.waiting_cancels: deque[bytes] = deque()
-        self.waiting_orders: deque[bytes] = deque()
-        self.paced = 0
-        self.rate: RateLimitState | None = None
+        self._acct = np.zeros(1, ACCOUNT_UPDATE)
+        self._acct_raw = memoryview(self._acct).cast("B")  # type: ignore[arg-type]
         self._cxl = np.zeros(1, EXECUTION_REPORT)
         self._cxl_raw = memoryview(self._cxl).cast("B")  # type: ignore[arg-type]
         c = self._cxl[0]
@@ -196,16 +300,67 @@ class FeedActor(Actor):
         c["status"] = int(ExecStatus.CANCELED)
         c["exec_type"] = int(ExecType.CANCELED)
         c["trade_id"] = -1
-        self.api_ws: Any = None
-        self.logged_on = False
         self.snapshot_tasks: dict[str, asyncio.Task[None]] = {}
-        sign: Callable[[str], str] | None = None
-        if self.private_key_pem:
-            sign = Ed25519Signer(self.private_key_pem).sign
-        elif self.secret:
-            sign = HmacSigner(self.secret).sign
-        self.sign = sign
-        self.encoder = OrderEncoder(self.table, logged_on=False, api_key=self.api_key, sign=sign)
+        specs = self.account_specs or [
+            {
+                "name": "default",
+                "index": self.account,
+                "api_key": self.api_key,
+                "secret": self.secret,
+                "private_key_pem": self.private_key_pem,
+            }
+        ]
+        self.sessions: list[AccountSession] = []
+        for i, spec in enumerate(specs):
+            self.sessions.append(
+                AccountSession(
+                    int(spec.get("index", i)),
+                    str(spec.get("name") or f"account{i}"),
+                    self.table,
+                    self.stats,
+                    api_key=str(spec.get("api_key", "")),
+                    secret=str(spec.get("secret") or ""),
+                    private_key_pem=bytes(spec.get("private_key_pem") or b""),
+                )
+            )
+        # Route by the request's account index (two bytes): a list, no hashing per order.
+        self.by_account: list[AccountSession | None] = [None] * (
+            max(s.index for s in self.sessions) + 1
+        )
+        for sess in self.sessions:
+            self.by_account[sess.index] = sess
+
+    def _refresh_subs(self) -> None:
+        """Re-read the spare slots' rows of ``subs``; rebuild the routing if one changed.
+
+        A slot that gains a symbol gets its current top of book at once (the feed only
+        publishes a top of book when it changes).
+        """
+        slots = self._subs_slots
+        if slots is None:
+            return
+        raw = memoryview(self._subs_row).cast("B")  # type: ignore[arg-type]
+        changed = False
+        for p in range(self._static_slots, self.topo.policies):
+            seq = slots.sequence(p)
+            if seq == self._subs_seen[p] or seq & 1 or slots.read(p, raw) != seq:
+                continue
+            self._subs_seen[p] = seq
+            row = self._subs_row[0]["symbols"]
+            syms = [s for s in range(1, len(self.symbols) + 1) if row[s]]
+            while len(self.policy_symbols) <= p:
+                self.policy_symbols.append([])
+            for s in syms:
+                if s not in self.policy_symbols[p] and self.tob.read(s - 1, self._md_raw) > 0:
+                    self.md[p].try_write(self._md_raw)
+            self.policy_symbols[p] = syms
+            changed = True
+        if changed:
+            subs: dict[int, list[Producer]] = {i + 1: [] for i in range(len(self.symbols))}
+            for p, syms in enumerate(self.policy_symbols):
+                for s in syms:
+                    subs.setdefault(s, []).append(self.md[p])
+            self.subs = subs
 
     # -- market data -------------------------------------------------------------------
     def _publish(self, sym: int, raw: memoryview) -> None:
@@ -356,12 +511,16 @@ class FeedActor(Actor):
             n += 1
         return n
 
-    def on_api_frame(self, frame: bytes | str, ts_recv: int) -> None:
-        """A WebSocket API frame: a user-data event or the response to a request."""
+    def on_api_frame(
+        self, frame: bytes | str, ts_recv: int, session: AccountSession | None = None
+    ) -> None:
+        """A WebSocket API frame of ``session`` (default: the first account): a user-data
+        event or the response to a request."""
+        sess = session if session is not None else self.sessions[0]
         text = frame if isinstance(frame, bytes) else frame.encode()
         self.tap.raw(RawSource.WS_API_IN, ts_recv, b"", text)
         if b'"event"' in text[:64]:
-            n = self.user.decode_into(text, self._rep_raw, ts_recv)
+            n = sess.user.decode_into(text, self._rep_raw, ts_recv)
             if n == 1 and self._rep_raw[0] == _EXEC:
                 cl = int(self._rep[0]["cl_ord_id"]) or int(self._rep[0]["orig_cl_ord_id"])
                 self._rep_raw[_POLICY_BYTE] = ClOrdIdGen.policy_of(cl) & 0xFF
@@ -370,26 +529,31 @@ class FeedActor(Actor):
         resp = parse_ws_response(text, self.stats)
         if resp is None:
             return
-        if self.rate is not None:
-            self.rate.update_from_ws(resp.rateLimits, resp.status)
+        rate = sess.rate
+        if rate is not None:
+            rate.update_from_ws(resp.rateLimits, resp.status)
             if resp.status in (418, 429):
                 retry = _retry_after_ms(resp)
                 if retry:
-                    self.rate.block_until(retry / 1000, banned=resp.status == 418)
+                    rate.block_until(retry / 1000, banned=resp.status == 418)
                 self.log.error(
                     "rate limited by the exchange",
+                    account=sess.name,
                     status=resp.status,
-                    headroom=self.rate.headroom(),
+                    headroom=rate.headroom(),
                     retry_after_ms=retry,
                 )
         if not isinstance(resp.id, int):
             return
-        rec = self.encoder.resolve(resp.id)
+        rec = sess.encoder.resolve(resp.id)
         if rec is None:
             return
         if resp.status == 200:
+            if rec[0] == _QUERY and rec[2] & QUERY_BALANCES_FLAG:
+                self._report_balances(sess, resp, ts_recv)
+                return
             if rec[0] == _QUERY and not int.from_bytes(rec[40:48], "little"):
-                self._report_open_orders(resp, ts_recv)
+                self._report_open_orders(sess, resp, ts_recv)
                 return
             if rec[0] == _QUERY:
                 order = order_result(resp)
@@ -399,19 +563,27 @@ class FeedActor(Actor):
                     self.table,
                     self._rep_raw,
                     ts_recv,
-                    account=self.account,
+                    account=sess.index,
                     policy=ClOrdIdGen.policy_of(cl) & 0xFF,
                 ):
                     self._report(self._rep_raw)
             return
         code = resp.error.code if resp.error is not None else -1
         self.rejects += 1
-        self.log.warning("order rejected", code=code, msg=resp.error.msg if resp.error else "")
+        sess.rejects += 1
+        self.log.warning(
+            "order rejected",
+            account=sess.name,
+            code=code,
+            msg=resp.error.msg if resp.error else "",
+        )
+        if rec[0] == _QUERY and rec[2] & QUERY_BALANCES_FLAG:
+            return  # the next reconnect or timer asks again
         reason = _REASON_UNKNOWN_ORDER if rec[0] == _QUERY else 11
         if write_reject(rec, code, self._rep_raw, ts_recv, reason=reason):
             self._report(self._rep_raw)
 
-    def _report_open_orders(self, resp: Any, ts_recv: int) -> None:
+    def _report_open_orders(self, sess: AccountSession, resp: Any, ts_recv: int) -> None:
         """``openOrders.status``: one report per open order, for execution to reconcile."""
         try:
             orders = OPEN_ORDERS_DECODER.decode(resp.result) if resp.result else ()
@@ -425,13 +597,51 @@ class FeedActor(Actor):
                 self.table,
                 self._rep_raw,
                 ts_recv,
-                account=self.account,
+                account=sess.index,
                 policy=ClOrdIdGen.policy_of(cl) & 0xFF,
             ):
                 self._report(self._rep_raw)
-        self.log.info("open orders at the exchange", count=len(orders))
+        self.log.info("open orders at the exchange", account=sess.name, count=len(orders))
 
-    async def _request(self, ws: Any, method: str, params: dict[str, object]) -> Any:
+    def _report_balances(self, sess: AccountSession, resp: Any, ts_recv: int) -> None:
+        """``account.status``: one ACCOUNT_UPDATE per asset the node knows, the last one
+        flagged, for execution to reconcile balances against its own."""
+        try:
+            info = _ACCOUNT_INFO.decode(resp.result) if resp.result else None
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            info = None
+        if info is None:
+            self.stats.count("schema")
+            return
+        rows: list[tuple[int, int, int]] = []
+        for bal in info.balances:
+            asset = self.asset_ids.get(bal.asset, 0)
+            if not asset:
+                continue  # an asset no symbol of the node uses: nothing to reconcile
+            try:
+                rows.append((asset, to_fixed(bal.free), to_fixed(bal.locked)))
+            except ValueError:
+                self.stats.count("number")
+                return
+        if not rows:
+            rows.append((0, 0, 0))
+        a = self._acct[0]
+        a["kind"] = _ACCT_KIND
+        a["version"] = SCHEMA_VERSION[RecordKind.ACCOUNT_UPDATE]
+        a["account"] = sess.index
+        a["ts_exch"] = info.updateTime * 1_000_000
+        a["ts_recv"] = ts_recv
+        for i, (asset, free, locked) in enumerate(rows):
+            last = i == len(rows) - 1
+            a["flags"] = ACCOUNT_SNAPSHOT_FLAG | (ACCOUNT_SNAPSHOT_END_FLAG if last else 0)
+            a["asset"], a["free"], a["locked"] = asset, free, locked
+            a["ts_pub"] = time.time_ns()
+            self._report(bytes(self._acct_raw) + bytes(64))
+        self.log.info("balances at the exchange", account=sess.name, assets=len(rows))
+
+    async def _request(
+        self, ws: Any, method: str, params: dict[str, object], sess: AccountSession
+    ) -> Any:
         rid = f"{method}-{time.time_ns()}"
         await ws.send(encode_request(rid, method, params), text=True)
         while True:
@@ -439,86 +649,140 @@ class FeedActor(Actor):
             resp = parse_ws_response(frame, self.stats)
             if resp is not None and resp.id == rid:
                 return resp
-            self.on_api_frame(frame, time.time_ns())
+            self.on_api_frame(frame, time.time_ns(), sess)
 
-    async def _api(self) -> None:
+    def _refused(self, sess: AccountSession, what: str, resp: Any) -> None:
+        """Raise the fatal error for a key the exchange refuses (else return: retried)."""
+        code = resp.error.code if resp.error is not None else 0
+        if resp.status in (418, 429) or resp.status >= 500 or code not in _KEY_REFUSED:
+            raise ConnectionError(f"{what} failed for account {sess.name!r}: {resp.error}")
+        msg = resp.error.msg if resp.error is not None else ""
+        sess.fatal = (
+            f"account {sess.name!r}: the exchange refused its API key at {what} "
+            f"(code {code}: {msg}). Check the key in the account's key_file (api_key, and the "
+            "secret or private_key that belongs to it), its permissions (spot trading, "
+            "WebSocket API) and IP whitelist at the exchange, then start the node again"
+        )
+        self.log.error("api key refused", account=sess.name, code=code, msg=msg)
+        self.write_status()
+        raise ConfigError(sess.fatal)
+
+    async def _api(self, sess: AccountSession) -> None:
         delay = 0.1
         while True:
             try:
                 async with websockets.connect(
                     f"{self.endpoints.ws_api}/ws-api/v3", max_size=None
                 ) as ws:
-                    if self.private_key_pem:
+                    if sess.private_key_pem:
                         params: dict[str, object] = {
-                            "apiKey": self.api_key,
+                            "apiKey": sess.api_key,
                             "timestamp": time.time_ns() // 1_000_000,
                         }
-                        assert self.sign is not None
-                        params["signature"] = self.sign(ws_payload(params))
-                        resp = await self._request(ws, "session.logon", params)
+                        assert sess.sign is not None
+                        params["signature"] = sess.sign(ws_payload(params))
+                        resp = await self._request(ws, "session.logon", params, sess)
                         if resp.status != 200:
-                            raise ConnectionError(f"session.logon refused: {resp.error}")
-                        self.encoder.logged_on = True
-                        sub = await self._request(ws, "userDataStream.subscribe", {})
+                            self._refused(sess, "session.logon", resp)
+                        sess.encoder.logged_on = True
+                        sub = await self._request(ws, "userDataStream.subscribe", {}, sess)
                     else:
                         p2: dict[str, object] = {
-                            "apiKey": self.api_key,
+                            "apiKey": sess.api_key,
                             "timestamp": time.time_ns() // 1_000_000,
                         }
-                        if self.sign is not None:
-                            p2["signature"] = self.sign(ws_payload(p2))
-                        sub = await self._request(ws, "userDataStream.subscribe.signature", p2)
+                        if sess.sign is not None:
+                            p2["signature"] = sess.sign(ws_payload(p2))
+                        sub = await self._request(
+                            ws, "userDataStream.subscribe.signature", p2, sess
+                        )
+                        if sub.status != 200:
+                            self._refused(sess, "userDataStream.subscribe.signature", sub)
                     if sub.status != 200:
-                        self.log.error("user data subscription refused", error=str(sub.error))
-                    self.log.info("websocket api connected", logged_on=self.encoder.logged_on)
-                    self.api_ws = ws
+                        self.log.error(
+                            "user data subscription refused",
+                            account=sess.name,
+                            error=str(sub.error),
+                        )
+                    self.log.info(
+                        "websocket api connected",
+                        account=sess.name,
+                        logged_on=sess.encoder.logged_on,
+                    )
+                    sess.ws = ws
                     delay = 0.1
-                    # Execution answers with order.status queries for every open order.
+                    # Execution answers with order.status queries for every open order
+                    # of the account and asks for its balances.
                     ctl = new_record(RecordKind.CONTROL)
                     ctl["command"] = CONTROL_GATEWAY_CONNECTED
+                    ctl["target"] = sess.index
                     ctl["ts_pub"] = time.time_ns()
                     self._report(bytes(memoryview(ctl).cast("B")) + bytes(64))  # type: ignore[arg-type]
                     async for frame in ws:
-                        self.on_api_frame(frame, time.time_ns())
+                        self.on_api_frame(frame, time.time_ns(), sess)
             except (OSError, websockets.WebSocketException, TimeoutError, ConnectionError) as exc:
                 self.reconnects += 1
-                self.log.warning("websocket api lost", error=str(exc), retry_s=delay)
-            self.api_ws = None
-            self.encoder.logged_on = False
+                sess.reconnects += 1
+                self.log.warning(
+                    "websocket api lost", account=sess.name, error=str(exc), retry_s=delay
+                )
+            sess.ws = None
+            sess.encoder.logged_on = False
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
     async def _order_pump(self) -> None:
-        """Orders from execution to the WebSocket API, paced by the exchange's rate limits.
+        """Orders from execution to each account's WebSocket API session, paced by that
+        account's rate limits.
 
         Records wait here as records (encoded, with a fresh timestamp, only when sent):
         cancels and status queries first, never held back by the order-count limits;
         new orders when the rate-limit state has room. A cancel for an order still
         waiting here (a disconnect, or pacing) removes both and reports the order
-        CANCELED: it never reached the exchange.
+        CANCELED: it never reached the exchange. A request for an account the node
+        has no session for is rejected (UNKNOWN_ACCOUNT).
         """
         raw = self._ord_raw
         pause = 0 if self.spin else 0.0002
+        by_account = self.by_account
         while True:
             n = self._flush_reports()
             if self.tap.backlog:
                 n += self.tap.flush()
             while self.orders.try_read(raw):
                 n += 1
-                self._queue_order(bytes(raw))
-            ws = self.api_ws
-            if ws is not None and (self.waiting_cancels or self.waiting_orders):
-                n += await self._send_waiting(ws)
+                acct = raw[90] | raw[91] << 8  # ORDER_REQUEST.account
+                sess = by_account[acct] if acct < len(by_account) else None
+                if sess is None:
+                    self._reject_unrouted(bytes(raw))
+                    continue
+                self._queue_order(sess, bytes(raw))
+            for sess in self.sessions:
+                ws = sess.ws
+                if ws is not None and (sess.waiting_cancels or sess.waiting_orders):
+                    n += await self._send_waiting(sess, ws)
             if not n:
                 await asyncio.sleep(pause)
 
-    def _queue_order(self, rec: bytes) -> None:
+    def _reject_unrouted(self, rec: bytes) -> None:
+        self.rejects += 1
+        if rec[0] == _QUERY:
+            return
+        self.log.error(
+            "order for an unknown account",
+            account=rec[90] | rec[91] << 8,
+            accounts=len(self.sessions),
+        )
+        if write_reject(rec, 0, self._rep_raw, time.time_ns(), reason=_REASON_UNKNOWN_ACCOUNT):
+            self._report(self._rep_raw)
+
+    def _queue_order(self, sess: AccountSession, rec: bytes) -> None:
         kind = rec[0]
         if kind == _CANCEL:
             orig = int.from_bytes(rec[40:48], "little", signed=True)
-            for i, queued in enumerate(self.waiting_orders):
+            for i, queued in enumerate(sess.waiting_orders):
                 if int.from_bytes(queued[32:40], "little", signed=True) == orig:
-                    del self.waiting_orders[i]
+                    del sess.waiting_orders[i]
                     self._report_unsent_cancel(queued)
                     if queued[0] == _REPLACE:
                         # The replace never left: its original still works at the
@@ -526,13 +790,13 @@ class FeedActor(Actor):
                         cxl = bytearray(queued)
                         cxl[0] = _CANCEL
                         cxl[32:40] = bytes(8)
-                        self.waiting_cancels.append(bytes(cxl))
+                        sess.waiting_cancels.append(bytes(cxl))
                     return
-            self.waiting_cancels.append(rec)
+            sess.waiting_cancels.append(rec)
         elif kind == _QUERY:
-            self.waiting_cancels.append(rec)
+            sess.waiting_cancels.append(rec)
         else:
-            self.waiting_orders.append(rec)
+            sess.waiting_orders.append(rec)
 
     def _report_unsent_cancel(self, rec: bytes) -> None:
         r = self._cxl[0]
@@ -542,30 +806,55 @@ class FeedActor(Actor):
         r["ts_recv"] = time.time_ns()
         self._report(self._cxl_raw)
 
-    async def _send_waiting(self, ws: Any) -> int:
+    async def _send_waiting(self, sess: AccountSession, ws: Any) -> int:
         sent = 0
-        rate = self.rate
-        while self.waiting_cancels:
+        rate = sess.rate
+        while sess.waiting_cancels:
             if rate is not None and rate.banned and rate.should_wait(1, 0) > 0:
                 return sent
-            if not await self._send(ws, self.waiting_cancels[0]):
+            if not await self._send(sess, ws, sess.waiting_cancels[0]):
                 return sent
-            self.waiting_cancels.popleft()
+            sess.waiting_cancels.popleft()
             sent += 1
-        while self.waiting_orders:
+        while sess.waiting_orders:
             if rate is not None and rate.should_wait(1, 1) > 0:
                 self.paced += 1
+                sess.paced += 1
                 return sent
-            if not await self._send(ws, self.waiting_orders[0]):
+            if not await self._send(sess, ws, sess.waiting_orders[0]):
                 return sent
-            self.waiting_orders.popleft()
+            sess.waiting_orders.popleft()
             if rate is not None:
                 rate.record(1, 1)
             sent += 1
         return sent
 
-    async def _send(self, ws: Any, rec: bytes) -> bool:
-        frame = self.encoder.encode(rec)
+    def _balances_request(self, sess: AccountSession, rec: bytes) -> bytes:
+        """``account.status`` for a balances query (tied to ``rec`` like an order)."""
+        enc = sess.encoder
+        params: dict[str, object] = {
+            "omitZeroBalances": "true",
+            "timestamp": enc.clock_ms(),
+            "recvWindow": enc.recv_window,
+        }
+        if not enc.logged_on:
+            if sess.sign is None:
+                raise ConfigError(
+                    f"account {sess.name!r} has no secret or private key: it cannot sign "
+                    "account.status"
+                )
+            params["apiKey"] = sess.api_key
+            params["signature"] = sess.sign(ws_payload(params))
+        rid = enc.next_id
+        enc.next_id = rid + 1
+        enc.pending[rid] = rec
+        return encode_request(rid, "account.status", params)
+
+    async def _send(self, sess: AccountSession, ws: Any, rec: bytes) -> bool:
+        if rec[0] == _QUERY and rec[2] & QUERY_BALANCES_FLAG:
+            frame: bytes | None = self._balances_request(sess, rec)
+        else:
+            frame = sess.encoder.encode(rec)
         if frame is None:
             return True
         try:
@@ -574,7 +863,30 @@ class FeedActor(Actor):
             return False
         self.tap.raw(RawSource.WS_API_OUT, time.time_ns(), b"", frame)
         self.orders_sent += 1
+        sess.orders_sent += 1
         return True
+
+    # -- status --------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """The feed's per-account state, as written to ``status_file``."""
+        return {
+            "ts_ns": time.time_ns(),
+            "pid": os.getpid(),
+            "accounts": [s.status() for s in self.sessions],
+            "fatal": next((s.fatal for s in self.sessions if s.fatal), ""),
+        }
+
+    def write_status(self) -> None:
+        """Write :meth:`status` to ``status_file`` atomically (readers never see half)."""
+        if not self.status_file:
+            return
+        tmp = f"{self.status_file}.tmp"
+        try:
+            with open(tmp, "w") as f:
+                json.dump(self.status(), f)
+            os.replace(tmp, self.status_file)
+        except OSError as exc:
+            self.log.warning("cannot write the feed status", file=self.status_file, error=str(exc))
 
     # -- the loop ------------------------------------------------------------------------
     def run(self, should_stop: Callable[[], bool], status: StatusWriter | None, idle: str) -> bool:
@@ -594,26 +906,34 @@ class FeedActor(Actor):
         except (OSError, msgspec.DecodeError) as exc:
             self.log.warning("no exchangeInfo rate limits; orders are not paced", error=str(exc))
             return
-        # 90 %: the rest is left for cancels and for other programs on the same account.
-        self.rate = RateLimitState.from_exchange_info(info, safety=0.9)
+        # One governor per account: the order counts are the account's. 90 %: the rest is
+        # left for cancels and for other programs on the same account.
+        for sess in self.sessions:
+            sess.rate = RateLimitState.from_exchange_info(info, safety=0.9)
 
     async def _main(self, should_stop: Callable[[], bool], status: StatusWriter | None) -> None:
         await self._load_rate_limits()
         tasks = [
             asyncio.create_task(self._market(), name="market"),
-            asyncio.create_task(self._api(), name="ws-api"),
+            *(asyncio.create_task(self._api(s), name=f"ws-api:{s.name}") for s in self.sessions),
             asyncio.create_task(self._order_pump(), name="orders"),
         ]
         cycles = 0
+        next_status = 0.0
         try:
             while not should_stop():
                 await asyncio.sleep(0.1)
+                self._refresh_subs()
                 cycles += 1
                 for t in tasks:
                     if t.done() and t.exception() is not None:
                         raise t.exception()  # type: ignore[misc]
                 if status is not None:
                     status.heartbeat(cycles, self.messages)
+                now = time.monotonic()
+                if now >= next_status:
+                    next_status = now + STATUS_EVERY_S
+                    self.write_status()
         finally:
             # Let the last orders (execution's cancels at stop) and reports out first.
             self._flush_reports()
@@ -624,6 +944,7 @@ class FeedActor(Actor):
                     await t
             for st in self.snapshot_tasks.values():
                 st.cancel()
+            self.write_status()
 
 
 def _retry_after_ms(resp: Any) -> int:
