@@ -92,17 +92,19 @@ def run(
     market: MarketData | None = None,
     progress: Callable[[int, int], None] | None = None,
     policy_factory: Callable[[PolicyContext], PolicyObject] | None = None,
+    progress_every: int = 1 << 16,
 ) -> Result:
     """Run one back-test; ``market`` skips loading (reuse data across runs).
 
     ``policy_factory(context)`` builds the policy instead of ``[policy] class`` (a
-    notebook's own object); ``progress(done, total)`` is called as events are replayed.
+    notebook's own object); ``progress(done, total)`` is called as events are replayed,
+    every ``progress_every`` rows of the event table (a power of two).
     """
     t0 = time.perf_counter()
     md = market if market is not None else load_market(config)
     load_s = time.perf_counter() - t0 if market is None else 0.0
     sim = Simulation(config, md, policy_factory)
-    sim.run(progress)
+    sim.run(progress, progress_every)
     fills = sim.fills_array()
     samples = sim.samples_array()
     stats = compute_stats(fills, samples, sim.counters(), config.sample_interval_ms)

@@ -184,6 +184,41 @@ SAMPLE_DTYPE = np.dtype(
 """Equity sample: ``equity`` is cash + position x mid - fees (fixed point quote)."""
 
 
+_CHUNK = 8192
+
+
+class _Rows:
+    """Result rows appended as tuples and packed into numpy chunks every 8,192 rows.
+
+    A packed row costs its dtype's bytes (58 for an order) instead of a tuple of Python
+    ints (~300): what the run keeps grows with orders and fills only that much.
+    """
+
+    __slots__ = ("chunks", "dtype", "rows")
+
+    def __init__(self, dtype: np.dtype[Any]) -> None:
+        self.dtype = dtype
+        self.rows: list[tuple[int, ...]] = []
+        self.chunks: list[np.ndarray[Any, Any]] = []
+
+    def flush(self) -> None:
+        if self.rows:
+            self.chunks.append(np.array(self.rows, dtype=self.dtype))
+            self.rows.clear()  # the same list: bound ``append``s stay valid
+
+    def array(self) -> np.ndarray[Any, Any]:
+        """Every row so far, one structured array."""
+        self.flush()
+        if not self.chunks:
+            return np.zeros(0, self.dtype)
+        if len(self.chunks) > 1:
+            self.chunks = [np.concatenate(self.chunks)]
+        return self.chunks[0]
+
+    def __len__(self) -> int:
+        return len(self.rows) + sum(len(c) for c in self.chunks)
+
+
 class _Clock:
     __slots__ = ("now",)
 
@@ -292,9 +327,9 @@ class Simulation:
         self.trade_seq = 0
         self.now_exch = 0
         # Results.
-        self.fills: list[tuple[int, int, int, int, int, int, int]] = []
-        self.orders: list[tuple[int, ...]] = []
-        self.samples: list[tuple[int, int, int, int, int, int]] = []
+        self.fills = _Rows(FILL_DTYPE)
+        self.orders = _Rows(ORDER_DTYPE)
+        self.samples = _Rows(SAMPLE_DTYPE)
         self.position = 0
         self.cash_raw = 0  # quote x 1e16: exact
         self.fee_total = 0
@@ -309,6 +344,7 @@ class Simulation:
         self.trade_calls = 0
         self.events = 0
         self.run_s = 0.0
+        self._progress_mask = (1 << 16) - 1
         self.cpu_s = 0.0
         # Preallocated records handed to the policy.
         self._er = np.zeros(1, EXECUTION_REPORT)
@@ -375,7 +411,10 @@ class Simulation:
             self.cancels_sent += 1
         self.seq += 1
         arrival = self._arrival(now)
-        self.orders.append((now, arrival, kind, cid, orig, side, otype, req[8], price, qty))
+        rows = self.orders.rows
+        rows.append((now, arrival, kind, cid, orig, side, otype, req[8], price, qty))
+        if len(rows) >= _CHUNK:
+            self.orders.flush()
         heapq.heappush(self.arrivals, (arrival, self.seq, req))
         return True
 
@@ -449,7 +488,10 @@ class Simulation:
         o.cum_qty += qty
         o.cum_quote += notional
         self.trade_seq += 1
-        self.fills.append((ts, o.cid, o.side, 1 if maker else 0, px, qty, fee))
+        rows = self.fills.rows
+        rows.append((ts, o.cid, o.side, 1 if maker else 0, px, qty, fee))
+        if len(rows) >= _CHUNK:
+            self.fills.flush()
         if o.side == _BUY:
             self.position += qty
             self.cash_raw -= raw
@@ -738,8 +780,17 @@ class Simulation:
 
     # -- the loop ----------------------------------------------------------------------
 
-    def run(self, progress: Callable[[int, int], None] | None = None) -> None:
-        """Replay every event, then stop the policy and settle what is in flight."""
+    def run(
+        self, progress: Callable[[int, int], None] | None = None, progress_every: int = 1 << 16
+    ) -> None:
+        """Replay every event, then stop the policy and settle what is in flight.
+
+        ``progress(done, total)`` is called every ``progress_every`` rows (a power of two)
+        of the event table.
+        """
+        if progress_every <= 0 or progress_every & (progress_every - 1):
+            raise ValueError(f"progress_every must be a power of two, got {progress_every}")
+        self._progress_mask = progress_every - 1
         try:
             self._run(progress)
         finally:
@@ -797,7 +848,7 @@ class Simulation:
         sample_ns = self.cfg.sample_interval_ms * 1_000_000
         next_sample = L[0] if n else _BIG
         mid = 0
-        tick = 1 << 16
+        tick_mask = self._progress_mask
         # The event lists hold millions of objects: keep them out of the cyclic GC's full
         # collections, which would otherwise walk them again and again during the run.
         gc.freeze()
@@ -896,7 +947,7 @@ class Simulation:
                         mid = (bp + ap) >> 1
                     self.book_calls += 1
                     deliver_book(_SYM, view)
-            if progress is not None and not il & (tick - 1):
+            if progress is not None and not il & tick_mask:
                 progress(il, n)
         end = L[-1] if n else 0
         # Settle: what is in flight, then the policy's stop (its cancels), then again.
@@ -927,7 +978,10 @@ class Simulation:
 
     def _sample(self, ts: int, mid: int) -> None:
         equity = (self.cash_raw + self.position * mid) // SCALE - self.fee_total
-        self.samples.append((ts, mid, self.position, equity, self.fee_total, self.volume))
+        rows = self.samples.rows
+        rows.append((ts, mid, self.position, equity, self.fee_total, self.volume))
+        if len(rows) >= _CHUNK:
+            self.samples.flush()
 
     def counters(self) -> dict[str, int]:
         """The run's counters (fees and volume fixed point)."""
@@ -943,12 +997,10 @@ class Simulation:
         }
 
     def fills_array(self) -> np.ndarray[Any, Any]:
-        return np.array(self.fills, dtype=FILL_DTYPE) if self.fills else np.zeros(0, FILL_DTYPE)
+        return self.fills.array()
 
     def orders_array(self) -> np.ndarray[Any, Any]:
-        return np.array(self.orders, dtype=ORDER_DTYPE) if self.orders else np.zeros(0, ORDER_DTYPE)
+        return self.orders.array()
 
     def samples_array(self) -> np.ndarray[Any, Any]:
-        if not self.samples:
-            return np.zeros(0, SAMPLE_DTYPE)
-        return np.array(self.samples, dtype=SAMPLE_DTYPE)
+        return self.samples.array()
