@@ -711,6 +711,7 @@ class FeedActor(Actor):
                     )
                     sess.ws = ws
                     delay = 0.1
+                    self.write_status()
                     # Execution answers with order.status queries for every open order
                     # of the account and asks for its balances.
                     ctl = new_record(RecordKind.CONTROL)
@@ -794,6 +795,14 @@ class FeedActor(Actor):
                     return
             sess.waiting_cancels.append(rec)
         elif kind == _QUERY:
+            orig = int.from_bytes(rec[40:48], "little", signed=True)
+            if orig and any(
+                int.from_bytes(q[32:40], "little", signed=True) == orig for q in sess.waiting_orders
+            ):
+                # Not sent yet: queries go out first, so this one would find nothing
+                # (-2013) and close an order that is about to be placed. Its own answer
+                # resolves it once it is sent.
+                return
             sess.waiting_cancels.append(rec)
         else:
             sess.waiting_orders.append(rec)
