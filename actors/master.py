@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from wiresens.errors import ConfigError
 from wiresens.shm import list_segments, unlink
 
 from .actor import ActorSpec, run_process
@@ -77,8 +78,11 @@ class StrategyMaster:
         restart_window: float = 60.0,
         stop_timeout: float = 10.0,
         stop_order: tuple[str, ...] = DEFAULT_STOP_ORDER,
+        spare: int = 0,
     ) -> None:
         self.prefix = prefix
+        # status-board rows kept free for actors added at run time (add_actor)
+        self.spare = spare
         self.max_restarts = max_restarts
         self.restart_window = restart_window
         self.stop_timeout = stop_timeout
@@ -102,7 +106,7 @@ class StrategyMaster:
         stale = self.reclaim_stale()
         if stale:
             self.events.append(f"reclaimed {len(stale)} stale segment(s) of a previous node")
-        self.board = StatusBoard.create(self.prefix, max(1, len(self.handles)))
+        self.board = StatusBoard.create(self.prefix, max(1, len(self.handles) + self.spare))
         self.owned_segments.append(status_segment_name(self.prefix))
         for h in self.handles:
             h.spec["status_prefix"] = self.prefix
@@ -177,7 +181,8 @@ class StrategyMaster:
         assert self.board is not None
         out = []
         now = time.time_ns()
-        for h, rec in zip(self.handles, self.board.read_all(), strict=True):
+        for h in self.handles:
+            rec = self.board.read(h.index)
             row: dict[str, Any] = {"name": h.name, "group": h.group}
             if rec is not None:
                 row.update(
@@ -214,6 +219,47 @@ class StrategyMaster:
             h.stopped = False
             self._spawn(h)
         self.events.append(f"{name}: restarted by request")
+        return True
+
+    def add_actor(self, spec: ActorSpec) -> ActorHandle:
+        """Start one more actor on a spare status row (the node must be started).
+
+        Raises
+        ------
+        ConfigError
+            An actor of that name exists, or every spare row is taken.
+        """
+        assert self.board is not None
+        if self.handle(str(spec["name"])) is not None:
+            raise ConfigError(f"an actor named {spec['name']!r} already runs in this node")
+        used = {h.index for h in self.handles}
+        free = [i for i in range(self.board.slots.count) if i not in used]
+        if not free:
+            raise ConfigError(
+                f"no spare actor slot left ({self.spare} kept at start): remove an actor first"
+            )
+        h = ActorHandle(free[0], spec)
+        spec["status_prefix"] = self.prefix
+        spec["index"] = h.index
+        self.board.writer(h.index).set(
+            state=int(ActorState.NEW),
+            name=h.name.encode()[:24],
+            cpu=int(spec.get("cpu", -1)),
+            restarts=0,
+            pid=0,
+        )
+        self.handles.append(h)
+        self._spawn(h)
+        self.events.append(f"{h.name}: added")
+        return h
+
+    def remove_actor(self, name: str, timeout: float = 10.0) -> bool:
+        """Stop an actor and free its status row for :meth:`add_actor` (the row shows
+        it STOPPED until reused)."""
+        if not self.stop_actor(name, timeout):
+            return False
+        self.handles = [h for h in self.handles if h.name != name]
+        self.events.append(f"{name}: removed")
         return True
 
     def stop_actor(self, name: str, timeout: float = 10.0) -> bool:

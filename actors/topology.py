@@ -6,13 +6,18 @@
     feed ──reports─────────────────────────────► execution ──er.<p>──► policy p
     feed ──tob (seqlock, one slot per symbol)
 
-``<p>`` is the policy's index in the node config (names could exceed the 47
-characters a segment name may have).
+``<p>`` is the policy's slot: its index in the node config, then the spare slots a
+node with a control plane keeps for policies started at run time (names could exceed
+the 47 characters a segment name may have). ``subs`` holds, per slot, the symbols the
+feed sends it (the node writes a spare slot's row when it starts a policy there).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from wiresens.records import (
     MARKET_SLOT,
@@ -68,6 +73,16 @@ class Topology:
         """Seqlock slots of POLICY_STATUS, one per (policy, symbol): slot p * symbols + s - 1."""
         return f"{self.prefix}.pstatus"
 
+    @property
+    def subs(self) -> str:
+        """Seqlock slots, one per policy slot: which symbols the feed sends that slot."""
+        return f"{self.prefix}.subs"
+
+    def subs_dtype(self) -> np.dtype[Any]:
+        """A ``subs`` row: ``symbols[s]`` is 1 when the slot gets symbol ``s`` (1-based)."""
+        width = (self.symbols + 1 + 7) // 8 * 8
+        return np.dtype([("symbols", "u1", (width,))])
+
     def tap(self, actor: str) -> str:
         """The tap ring (frames to the sidecar) of ``actor``."""
         return f"{self.prefix}.tap.{actor}"
@@ -79,6 +94,7 @@ class Topology:
             self.ctl,
             self.tob,
             self.pstatus,
+            self.subs,
             *(self.tap(a) for a in self.taps),
         ]
         for p in range(self.policies):
@@ -113,6 +129,7 @@ class Topology:
                 schema_version=SCHEMA_VERSION[RecordKind.POLICY_STATUS],
             )
         )
+        made.append(SeqlockSlots.create(self.subs, self.subs_dtype(), max(1, self.policies)))
         taps = [ByteRing.create(self.tap(a), self.tap_capacity) for a in self.taps]
         names = [t.segment.name for t in taps]
         for t in taps:

@@ -35,13 +35,20 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from wiresens.actors.actor import ActorSpec
 from wiresens.actors.lifecycle import ActorState
 from wiresens.actors.master import StrategyMaster
 from wiresens.actors.status import StatusBoard
 from wiresens.actors.topology import Topology
-from wiresens.config import NodeConfig, kill_loss_limit, load_credentials, risk_limits
+from wiresens.config import (
+    NodeConfig,
+    PolicyConfig,
+    kill_loss_limit,
+    load_credentials,
+    risk_limits,
+)
 from wiresens.errors import ConfigError, ServiceUnavailableError, WiresensError
 from wiresens.fixedpoint import from_fixed
 from wiresens.instruments import InstrumentTable
@@ -55,6 +62,7 @@ from wiresens.records import (
     new_record,
 )
 from wiresens.shm import Ring, SeqlockSlots, process_alive
+from wiresens.shm.ring import W_CONSUMER_PID, W_CONSUMER_START
 
 __all__ = ["Node", "NodeNotRunning", "read_status", "render_status", "stop_node"]
 
@@ -226,7 +234,12 @@ class Node:
         table = InstrumentTable.from_exchange_info(body, cfg.feed.symbols)
         instruments = list(table)
         n_sym = len(instruments)
-        topo = Topology(self.prefix, len(cfg.policy), n_sym)
+        # Spare slots: rings and status rows for policies the control plane starts later.
+        spare = max(0, cfg.control.spare_policy_slots) if cfg.control is not None else 0
+        n_slots = len(cfg.policy) + spare
+        topo = Topology(self.prefix, n_slots, n_sym)
+        self.topology = topo
+        self.table = table
         idle = cfg.node.idle.strategy
         log = {
             "node": cfg.node.name,
@@ -236,7 +249,7 @@ class Node:
         }
         common = {
             "prefix": self.prefix,
-            "policies": len(cfg.policy),
+            "policies": n_slots,
             "symbol_count": n_sym,
             "instruments": instruments,
         }
@@ -266,7 +279,9 @@ class Node:
                 log={**log, "actor": "execution"},
                 kwargs={
                     **common,
-                    "limits": [risk_limits(cfg, p) for p in cfg.policy],
+                    # spare slots get the node's [execution.risk] defaults
+                    "limits": [risk_limits(cfg, p) for p in cfg.policy]
+                    + [risk_limits(cfg, PolicyConfig(name="(spare)", cls=""))] * spare,
                     "loss_limit": kill_loss_limit(cfg),
                     "reject_storm": cfg.execution.kill.reject_storm,
                     "feed_stale_s": cfg.execution.kill.feed_stale_s,
@@ -322,32 +337,14 @@ class Node:
                     },
                 )
             )
+        self._policy_common: dict[str, Any] = {
+            "log": log,
+            "idle": idle,
+            "instruments": instruments,
+        }
         for i, p in enumerate(cfg.policy):
-            specs.append(
-                ActorSpec(
-                    name=f"policy:{p.name}",
-                    group="policy",
-                    factory="wiresens.actors.policy_host:PolicyHost",
-                    cpu=p.cpu if p.cpu is not None else -1,
-                    idle=idle,
-                    log={**log, "actor": "policy", "policy": p.name},
-                    kwargs={
-                        "prefix": self.prefix,
-                        "policies": len(cfg.policy),
-                        "symbol_count": n_sym,
-                        "instruments": instruments,
-                        "policy_index": i,
-                        "policy_name": p.name,
-                        "policy_class": p.cls,
-                        "params": dict(p.params),
-                        "symbols": policy_symbols[i],
-                        "account": cfg.account_index(p.account),
-                        "timer_interval_ms": p.timer_interval_ms,
-                        "base_dir": cfg.base_dir or ".",
-                    },
-                )
-            )
-        self.master = StrategyMaster(self.prefix, specs)
+            specs.append(self._policy_spec(i, p, policy_symbols[i]))
+        self.master = StrategyMaster(self.prefix, specs, spare=spare)
         stale = self.master.reclaim_stale()
         names = topo.create()
         self.master.owned_segments.extend(names)
@@ -373,37 +370,86 @@ class Node:
         }
         (self.run_dir / "node.json").write_text(json.dumps(self.manifest, indent=1))
 
+    def _policy_spec(self, slot: int, p: PolicyConfig, symbols: list[int]) -> ActorSpec:
+        """The actor of policy ``p`` in ring slot ``slot`` (``symbols``: 1-based indexes)."""
+        c = self._policy_common
+        return ActorSpec(
+            name=f"policy:{p.name}",
+            group="policy",
+            factory="wiresens.actors.policy_host:PolicyHost",
+            cpu=p.cpu if p.cpu is not None else -1,
+            idle=c["idle"],
+            log={**c["log"], "actor": "policy", "policy": p.name},
+            kwargs={
+                "prefix": self.prefix,
+                "policies": self.topology.policies,
+                "symbol_count": self.topology.symbols,
+                "instruments": c["instruments"],
+                "policy_index": slot,
+                "policy_name": p.name,
+                "policy_class": p.cls,
+                "params": dict(p.params),
+                "symbols": symbols,
+                "account": self.cfg.account_index(p.account),
+                "timer_interval_ms": p.timer_interval_ms,
+                "base_dir": self.cfg.base_dir or ".",
+            },
+        )
+
     # -- control plane -----------------------------------------------------------------
     def _start_agent(self) -> None:
         ctl = self.cfg.control
         if ctl is None:
             return
         from wiresens.control import NodeAgent
+        from wiresens.control.store import EtcdAccess
 
         caps = {
             "cpus": os.cpu_count() or 0,
             "venue": self.cfg.feed.venue,
             "symbols": list(self.cfg.feed.symbols),
+            "spare_policy_slots": max(0, ctl.spare_policy_slots),
         }
+
+        def path(value: str) -> str:
+            return str(self.cfg.path(value)) if value else ""
+
+        access = EtcdAccess(
+            user=ctl.etcd_user,
+            password_file=path(ctl.etcd_password_file),
+            ca_file=path(ctl.etcd_ca_file),
+            cert_file=path(ctl.etcd_cert_file),
+            key_file=path(ctl.etcd_key_file),
+        )
         self.agent = NodeAgent(
-            ctl.etcd, ctl.prefix, self.cfg.node.name, caps, ttl=ctl.ttl_s
+            ctl.etcd,
+            ctl.prefix,
+            self.cfg.node.name,
+            caps,
+            ttl=ctl.ttl_s,
+            timeout=ctl.timeout_s,
+            access=access,
         ).start()
         self._killed_seen: dict[str | None, bool] = {}
         self._desired_seen = -1
         self._running = {p.name: p for p in self.cfg.policy}
         self._disabled: set[str] = set()
+        # Policies the control plane started in spare slots: name -> (slot, config).
+        self._dynamic: dict[str, tuple[int, PolicyConfig]] = {}
+        self._slot_uses = dict.fromkeys(range(len(self.cfg.policy), self.topology.policies), 0)
+        self._slot_killed: set[int] = set()
+        # What the node made of each desired policy, reported to the control plane.
+        self._policy_states: dict[str, dict[str, Any]] = {}
 
     def _agent_cycle(self) -> None:
-        """Once a second: report, carry out commands, follow the kill switches.
-
-        Policies come from node.toml; the control plane's desired policies are reported
-        back as-is (starting and stopping policies from it is not wired yet).
-        """
+        """Once a second: report, carry out commands, follow desired state and switches."""
         agent = self.agent
         if agent is None:
             return
         with contextlib.suppress(WiresensError, OSError):
-            agent.report(read_status(self.run_dir))
+            st = read_status(self.run_dir)
+            st["policy_states"] = self._policy_states
+            agent.report(st)
         for cmd in agent.pending_commands():
             try:
                 if cmd.kind in ("kill", "resume"):
@@ -422,51 +468,63 @@ class Node:
             desired = agent.desired_policies()
             if desired is not None:
                 self._apply_desired(desired)
-        for scope in [None, *(p.name for p in self.cfg.policy)]:
+        for scope in [None, *(p.name for p in self.cfg.policy), *self._dynamic]:
             killed = agent.killed(scope)
             if killed != self._killed_seen.get(scope, False):
                 self._killed_seen[scope] = killed
                 with contextlib.suppress(WiresensError):
                     send_control(self.run_dir, CONTROL_KILL if killed else CONTROL_RESUME, scope)
 
-    def _apply_desired(self, desired: list[Any]) -> None:
-        """Desired policies from the control plane, for the policies this node runs.
+    def _set_state(self, name: str, state: str, reason: str = "", slot: int = -1) -> None:
+        self._policy_states[name] = {"state": state, "reason": reason, "slot": slot}
+        if reason and state == "Failed":
+            self.master_events(f"policy {name!r}: {reason}")
 
-        A changed spec restarts just that policy's actor with the new parameters (the
-        node keeps trading); ``enabled = false`` stops it. Its symbols, account and
-        CPU are fixed by node.toml (they shape the rings and the feed's subscriptions),
-        and a policy that is not in node.toml cannot be started here: both are reported.
+    def _apply_desired(self, desired: list[Any]) -> None:
+        """Desired policies from the control plane.
+
+        A policy of node.toml: a changed spec restarts just that policy's actor with
+        the new parameters (the node keeps trading); ``enabled = false`` stops it; its
+        symbols, account and CPU are fixed by node.toml. Any other policy runs in a
+        spare slot (see :meth:`_run_dynamic`); deleting it stops it and frees the slot.
         """
         from wiresens.config import load_policy_class, policy_params
         from wiresens.control import to_config
 
         assert self.master is not None
+        names = {s.name for s in desired}
+        for name in [n for n in self._dynamic if n not in names]:
+            self._stop_dynamic(name)
+            self._policy_states.pop(name, None)
+        for name in [n for n in self._policy_states if n not in names]:
+            del self._policy_states[name]
         for spec in desired:
             name = spec.name
             current = self._running.get(name)
             actor = f"policy:{name}"
             if current is None:
-                self.master_events(
-                    f"policy {name!r} is not in this node's config; add it to node.toml"
-                )
+                self._run_dynamic(spec)
                 continue
             if not spec.enabled:
                 if name not in self._disabled:
                     self._disabled.add(name)
                     self.master.stop_actor(actor)
+                self._set_state(name, "Disabled")
                 continue
             want = to_config(spec)
             fixed = ("symbols", "account", "cpu", "cls")
+            note = ""
             if any(getattr(want, f) != getattr(current, f) for f in fixed if getattr(want, f)):
-                self.master_events(
-                    f"policy {name!r}: symbols, account, cpu and class come from node.toml; "
-                    "only params, risk and timer change at run time"
+                note = (
+                    "symbols, account, cpu and class of a node.toml policy come from "
+                    "node.toml; only params, risk and timer change at run time"
                 )
+                self.master_events(f"policy {name!r}: {note}")
             try:
                 cls = load_policy_class(current.cls, self.cfg.base_dir or ".")
                 policy_params(want, cls)
             except WiresensError as exc:
-                self.master_events(f"policy {name!r}: desired params refused: {exc}")
+                self._set_state(name, "Failed", f"desired params refused: {exc}")
                 continue
             changed = (
                 want.params != current.params or want.timer_interval_ms != current.timer_interval_ms
@@ -480,6 +538,163 @@ class Node:
                     actor,
                     {"params": dict(want.params), "timer_interval_ms": want.timer_interval_ms},
                 )
+            self._set_state(
+                name, "Running", note, self.cfg.policy.index(self.cfg.policy_named(name))
+            )
+
+    def _check_dynamic(self, spec: Any) -> tuple[PolicyConfig, list[int]]:
+        """The config of a policy not in node.toml and its symbol indexes; raises
+        :class:`WiresensError` naming what this node cannot run."""
+        from wiresens.config import load_policy_class, policy_params
+        from wiresens.control import to_config
+
+        pcfg = to_config(spec)
+        carried = list(self.cfg.feed.symbols)
+        wanted = self.cfg.policy_symbols(pcfg)
+        missing = [s for s in wanted if s not in carried]
+        if missing:
+            raise ConfigError(
+                f"symbols {', '.join(missing)} are not carried by node "
+                f"{self.cfg.node.name!r}'s feed (it carries {', '.join(carried)}): trade "
+                "those, or add the symbols to [feed] symbols in its node.toml and restart it, "
+                "or apply the policy to a node that carries them"
+            )
+        if self.cfg.account_index(pcfg.account) != 0:
+            # execution's per-account books are laid out at start for node.toml policies
+            raise ConfigError(
+                f"account {pcfg.account!r}: a policy started from the control plane trades "
+                "the node's first account; name no account (or that one), or add the "
+                "policy to node.toml"
+            )
+        policy_params(pcfg, load_policy_class(pcfg.cls, self.cfg.base_dir or "."))
+        return pcfg, [self.table.index(s) for s in wanted]
+
+    def _write_subs(self, slot: int, symbols: list[int]) -> None:
+        topo = self.topology
+        row = np.zeros(1, topo.subs_dtype())
+        for s in symbols:
+            row[0]["symbols"][s] = 1
+        subs = SeqlockSlots.attach(topo.subs, topo.subs_dtype())
+        try:
+            subs.write(slot, memoryview(row).cast("B"))  # type: ignore[arg-type]
+        finally:
+            subs.close()
+
+    def _drain_slot(self, slot: int) -> None:
+        """Drop what the slot's previous policy left unread (market data, reports): its
+        consumer is gone, so the node may read them off before the next one starts."""
+        for name in (self.topology.md(slot), self.topology.er(slot)):
+            with contextlib.suppress(WiresensError):
+                ring = Ring.attach(name, None)
+                try:
+                    cons = ring.consumer()
+                    buf = bytearray(ring.record_size)
+                    while cons.try_read(buf):
+                        pass
+                    cons.close()
+                    # give the consumer role back (this process stays alive) for the
+                    # next policy host to claim
+                    ring.words[W_CONSUMER_PID] = 0
+                    ring.words[W_CONSUMER_START] = 0
+                finally:
+                    ring.close()
+
+    def _save_manifest(self) -> None:
+        pols = [
+            {"name": p.name, "index": i, "symbols": self._symbols_of(p)}
+            for i, p in enumerate(self.cfg.policy)
+        ]
+        pols += [
+            {"name": n, "index": slot, "symbols": self._symbols_of(pc)}
+            for n, (slot, pc) in sorted(self._dynamic.items(), key=lambda kv: kv[1][0])
+        ]
+        self.manifest["policies"] = pols
+        assert self.master is not None
+        self.manifest["actors"] = [h.name for h in self.master.handles]
+        tmp = self.run_dir / "node.json.tmp"
+        tmp.write_text(json.dumps(self.manifest, indent=1))
+        tmp.replace(self.run_dir / "node.json")
+
+    def _symbols_of(self, p: PolicyConfig) -> list[int]:
+        return [self.table.index(s) for s in self.cfg.policy_symbols(p)]
+
+    def _run_dynamic(self, spec: Any) -> None:
+        """Start, change or stop a policy that is not in node.toml, in a spare slot.
+
+        It may trade only symbols the feed carries (the feed subscribed to them at
+        start); anything this node cannot run leaves the policy Failed with the reason.
+        """
+        assert self.master is not None
+        name = spec.name
+        actor = f"policy:{name}"
+        if not spec.enabled:
+            self._stop_dynamic(name)
+            self._set_state(name, "Disabled")
+            return
+        current = self._dynamic.get(name)
+        try:
+            pcfg, symbols = self._check_dynamic(spec)
+        except WiresensError as exc:
+            if current is None:
+                self._set_state(name, "Failed", str(exc))
+            else:  # keep what runs; say why the change was not made
+                self._set_state(name, "Running", f"change refused: {exc}", current[0])
+            return
+        if current is not None:
+            slot, old = current
+            if pcfg != old:
+                if self.cfg.policy_symbols(pcfg) != self.cfg.policy_symbols(old):
+                    self._write_subs(slot, symbols)
+                h = self.master.handle(actor)
+                if h is not None:
+                    h.spec["cpu"] = pcfg.cpu if pcfg.cpu is not None else -1
+                new = self._policy_spec(slot, pcfg, symbols)
+                self.master.restart_actor(actor, dict(new["kwargs"]))
+                self._dynamic[name] = (slot, pcfg)
+                self._save_manifest()
+            self._set_state(name, "Running", "", slot)
+            return
+        free = [s for s in self._slot_uses if s not in {v[0] for v in self._dynamic.values()}]
+        if not free:
+            self._set_state(
+                name,
+                "Failed",
+                f"no spare policy slot left on node {self.cfg.node.name!r} "
+                f"(spare_policy_slots = {len(self._slot_uses)}, taken by "
+                f"{', '.join(sorted(self._dynamic)) or 'none'}): delete one of those, or "
+                "raise [control] spare_policy_slots in its node.toml and restart it",
+            )
+            return
+        # never-used slots first: a reused slot's execution-side position carries over
+        slot = min(free, key=lambda s: (self._slot_uses[s], s))
+        self._slot_uses[slot] += 1
+        self._drain_slot(slot)
+        self._write_subs(slot, symbols)
+        self._dynamic[name] = (slot, pcfg)
+        self._save_manifest()
+        if slot in self._slot_killed:
+            self._slot_killed.discard(slot)
+            with contextlib.suppress(WiresensError):
+                send_control(self.run_dir, CONTROL_RESUME, name)
+        self._killed_seen.pop(name, None)
+        self.master.add_actor(self._policy_spec(slot, pcfg, symbols))
+        self._set_state(name, "Running", "", slot)
+
+    def _stop_dynamic(self, name: str) -> None:
+        """Stop a policy started in a spare slot, cancel its open orders, free the slot."""
+        entry = self._dynamic.get(name)
+        if entry is None or self.master is None:
+            return
+        slot, _ = entry
+        self.master.remove_actor(f"policy:{name}")
+        self._write_subs(slot, [])
+        # execution cancels the slot's open orders and refuses new ones until reuse
+        with contextlib.suppress(WiresensError):
+            send_control(self.run_dir, CONTROL_KILL, name)
+            self._slot_killed.add(slot)
+        del self._dynamic[name]
+        self._killed_seen.pop(name, None)
+        self._save_manifest()
 
     def _restart_actor(self, name: str) -> None:
         assert self.master is not None

@@ -157,7 +157,7 @@ def get(
             for n in data
         ]
     elif kind == "policies":
-        headers = ["name", "node", "class", "symbols", "enabled", "gen", "age"]
+        headers = ["name", "node", "class", "symbols", "enabled", "state", "gen", "age", "reason"]
         rows = [
             [
                 p["spec"]["name"],
@@ -165,8 +165,10 @@ def get(
                 p["spec"]["class"],
                 ",".join(p["spec"]["symbols"]) or None,
                 str(p["spec"]["enabled"]).lower(),
+                p.get("state") or None,
                 p["generation"],
                 _age(p["updated_ns"]),
+                p.get("reason") or None,
             ]
             for p in data
         ]

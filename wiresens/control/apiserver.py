@@ -133,7 +133,26 @@ async def _policies(store: Store) -> list[PolicyRecord]:
         rec = _decode(v, PolicyRecord)
         if rec is not None:
             out.append(msgspec.structs.replace(rec, revision=rev))
-    return sorted(out, key=lambda r: r.spec.name)
+    return await _with_states(store, sorted(out, key=lambda r: r.spec.name))
+
+
+async def _with_states(store: Store, recs: list[PolicyRecord]) -> list[PolicyRecord]:
+    """Each policy with the state its node last reported for it."""
+    rows, _ = await store.get_prefix(store.dir("nodestate"))
+    reported: dict[str, dict[str, Any]] = {}
+    for k, v, _r in rows:
+        st = _decode(v, NodeState)
+        if st is not None and isinstance(st.status.get("policy_states"), dict):
+            reported[store.split(k)[-1]] = st.status["policy_states"]
+    out = []
+    for rec in recs:
+        got = reported.get(rec.spec.node, {}).get(rec.spec.name)
+        if isinstance(got, dict):
+            rec = msgspec.structs.replace(
+                rec, state=str(got.get("state", "")), reason=str(got.get("reason", ""))
+            )
+        out.append(rec)
+    return out
 
 
 async def _switches(store: Store) -> dict[str, KillSwitch]:
@@ -279,7 +298,7 @@ async def get_policy(request: Request[Any, Any, Any], name: NameParam) -> Policy
     rec: PolicyRecord | None = _decode(got[0], PolicyRecord) if got is not None else None
     if got is None or rec is None:
         raise NotFoundException(f"no policy {name!r}: `wiresens get policies` lists them")
-    return msgspec.structs.replace(rec, revision=got[1])
+    return (await _with_states(store, [msgspec.structs.replace(rec, revision=got[1])]))[0]
 
 
 @put("/api/v1/policies/{name:str}", tags=["policies"])

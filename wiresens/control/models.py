@@ -94,6 +94,10 @@ class PolicyRecord(msgspec.Struct, frozen=True, kw_only=True):
     updated_ns: int = 0
     updated_by: str = ""
     revision: int = 0
+    state: str = ""
+    """What its node reported: Running, Disabled or Failed; empty: not reported yet."""
+    reason: str = ""
+    """Why it Failed (or why a change was not made), in the node's words."""
 
 
 CommandKind = Literal["kill", "resume", "restart"]
