@@ -164,7 +164,9 @@ class Execution(Actor):
             AccountRisk(alims[a] if a < len(alims) else AccountLimits())
             for a in range(len(self.account_names))
         ]
-        self.policy_accounts = list(policy_accounts or [0] * policies)
+        # Slots past the list (spare ones a control plane fills later) use account 0.
+        pa = list(policy_accounts or [])
+        self.policy_accounts = pa + [0] * (policies - len(pa))
         self.status_file = status_file
         self.balances = BalanceBook(
             [(0, 0)]

@@ -178,6 +178,9 @@ class ExecutionConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     risk: RiskConfig = RiskConfig()
     """Defaults for every policy; a policy's own [policy.risk] overrides key by key."""
     kill: KillConfig = KillConfig()
+    reconcile_interval_s: float = 60.0
+    """Besides every (re)connect of an account's session: ask each account's open orders
+    and balances this often and reconcile them (0: only at connects)."""
 
 
 def _redact_dsn(dsn: str) -> str:
@@ -621,6 +624,11 @@ def _check(cfg: NodeConfig, source: str, repo_dir: Path) -> None:
                 f"{source}: `{key}`: spins must be >= 0 and timeout_ms > 0 "
                 f"(got spins={idle.spins}, timeout_ms={idle.timeout_ms})"
             )
+    if cfg.execution.reconcile_interval_s < 0:
+        raise ConfigError(
+            f"{source}: `execution.reconcile_interval_s` = {cfg.execution.reconcile_interval_s}: "
+            "use 0 (reconcile at connects only) or a positive number of seconds"
+        )
     if not cfg.feed.symbols:
         raise ConfigError(f"{source}: `feed.symbols` is empty: list at least one, e.g. ['BTCUSDT']")
     for i, sym in enumerate(cfg.feed.symbols):

@@ -5,9 +5,10 @@
 1. refuses to start over a live node of the same run directory; reclaims the
    shared memory of a killed one (its creator is dead);
 2. with ``venue = "local"`` starts the built-in Binance-compatible venue as a
-   child process on 127.0.0.1, with a fresh Ed25519 key for the node's account
-   (so no credentials are needed); else uses Binance or its testnet with the
-   account's key file;
+   child process on 127.0.0.1, with one venue account and a fresh Ed25519 key per
+   ``[[feed.accounts]]`` entry (or the single default account ``node``), so no
+   credentials are needed; else uses Binance or its testnet with each account's
+   key file;
 3. reads ``exchangeInfo`` for the configured symbols (the instrument table);
 4. creates the rings of :class:`~wiresens.actors.topology.Topology`, then the
    StrategyMaster spawns feed, execution and one host per ``[[policy]]``;
@@ -45,6 +46,8 @@ from wiresens.actors.topology import Topology
 from wiresens.config import (
     NodeConfig,
     PolicyConfig,
+    account_limits,
+    account_names,
     kill_loss_limit,
     load_credentials,
     risk_limits,
@@ -78,6 +81,21 @@ ENDPOINTS = {
         "ws_api": "wss://ws-api.testnet.binance.vision",
     },
 }
+
+
+FEED_STATUS = "feed-status.json"
+"""In the run directory: the feed's per-account state (logon, rate-limit headroom, a fatal
+error), rewritten every second."""
+EXECUTION_STATUS = "execution-status.json"
+"""In the run directory: execution's per-account reconciliation (rewritten after each)."""
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        body = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 class NodeNotRunning(WiresensError):
@@ -117,43 +135,49 @@ class Node:
         self.endpoints: dict[str, str] = {}
         self.manifest: dict[str, Any] = {}
         self.agent: Any = None
+        self._next_fatal_check = 0.0
 
     # -- venue ---------------------------------------------------------------------------
-    def _local_account(self) -> tuple[str, bytes]:
+    def _local_accounts(self) -> list[dict[str, Any]]:
+        """One local-venue account per node account, each with a fresh Ed25519 key: the
+        feed's ``accounts`` (name, api_key, private_key_pem), in index order."""
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-        key = Ed25519PrivateKey.generate()
-        private_pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        public_pem = key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        api_key = os.urandom(32).hex()
         assets = {"USDT": "10000000"}
         for sym in self.cfg.feed.symbols:
             base = sym[:-4] if sym.endswith("USDT") else sym[:3]
             assets.setdefault(base, "1000")
         balances = ", ".join(f'{a} = "{v}"' for a, v in assets.items())
-        text = (
-            "# Written by `wiresens node up` for the local venue: a fresh key per run.\n"
-            '[[accounts]]\nname = "node"\nmaker_commission_bps = 10\ntaker_commission_bps = 10\n'
-            f"balances = {{ {balances} }}\n\n[[accounts.keys]]\n"
-            f'api_key = "{api_key}"\ntype = "ED25519"\npublic_key = """\n{public_pem.decode()}"""\n'
-        )
+        text = "# Written by `wiresens node up` for the local venue: fresh keys per run.\n"
+        out: list[dict[str, Any]] = []
+        for name in account_names(self.cfg):
+            key = Ed25519PrivateKey.generate()
+            private_pem = key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            public_pem = key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            api_key = os.urandom(32).hex()
+            text += (
+                f'\n[[accounts]]\nname = "{name}"\nmaker_commission_bps = 10\n'
+                f"taker_commission_bps = 10\nbalances = {{ {balances} }}\n\n[[accounts.keys]]\n"
+                f'api_key = "{api_key}"\ntype = "ED25519"\npublic_key = """\n{public_pem.decode()}"""\n'
+            )
+            out.append({"name": name, "api_key": api_key, "private_key_pem": private_pem})
         path = self.run_dir / "venue-accounts.toml"
         path.write_text(text)
         path.chmod(0o600)
-        return api_key, private_pem
+        return out
 
-    def _start_local_venue(self) -> dict[str, Any]:
+    def _start_local_venue(self) -> list[dict[str, Any]]:
         local = self.cfg.feed.local
         host = local.host
         port = local.port or _free_port(host)
-        api_key, private_pem = self._local_account()
+        accounts = self._local_accounts()
         log = open(self.run_dir / "venue.log", "ab")  # noqa: SIM115 - the child keeps it
         cmd = [
             sys.executable,
@@ -195,21 +219,27 @@ class Node:
             "ws": f"ws://{host}:{port}",
             "ws_api": f"ws://{host}:{port}",
         }
-        return {"api_key": api_key, "private_key_pem": private_pem}
+        return accounts
 
-    def _credentials(self) -> dict[str, Any]:
+    def _credentials(self) -> list[dict[str, Any]]:
+        """Every ``[[feed.accounts]]`` entry's keys, in index order (the feed's ``accounts``)."""
         accounts = self.cfg.feed.accounts
         if not accounts:
             raise ConfigError(
                 f"feed.venue = {self.cfg.feed.venue!r} needs a [[feed.accounts]] table with a "
                 'key_file (or use venue = "local")'
             )
-        creds = load_credentials(accounts[0], self.cfg.base_dir or ".")
-        out: dict[str, Any] = {"api_key": creds.api_key}
-        if creds.private_key:
-            out["private_key_pem"] = Path(creds.private_key).read_bytes()
-        else:
-            out["secret"] = creds.secret or ""
+        out: list[dict[str, Any]] = []
+        for i, acct in enumerate(accounts):
+            creds = load_credentials(
+                acct, self.cfg.base_dir or ".", key=f"feed.accounts[{i}].key_file"
+            )
+            one: dict[str, Any] = {"name": acct.name, "api_key": creds.api_key}
+            if creds.private_key:
+                one["private_key_pem"] = Path(creds.private_key).read_bytes()
+            else:
+                one["secret"] = creds.secret or ""
+            out.append(one)
         self.endpoints = dict(ENDPOINTS[self.cfg.feed.venue])
         return out
 
@@ -224,6 +254,9 @@ class Node:
                 "`wiresens node down` or use another run_dir"
             )
         (self.run_dir / "node.pid").write_text(f"{os.getpid()} {_start_ticks()}\n")
+        for name in (FEED_STATUS, EXECUTION_STATUS):  # a previous run's must not show
+            with contextlib.suppress(OSError):
+                (self.run_dir / name).unlink()
         creds = self._start_local_venue() if cfg.feed.venue == "local" else self._credentials()
         try:
             body = _get(f"{self.endpoints['rest']}/api/v3/exchangeInfo", 10)
@@ -267,7 +300,8 @@ class Node:
                     "policy_symbols": policy_symbols,
                     "endpoints": self.endpoints,
                     "streams": list(cfg.feed.streams),
-                    **creds,
+                    "accounts": creds,
+                    "status_file": str(self.run_dir / FEED_STATUS),
                 },
             ),
             ActorSpec(
@@ -285,6 +319,11 @@ class Node:
                     "loss_limit": kill_loss_limit(cfg),
                     "reject_storm": cfg.execution.kill.reject_storm,
                     "feed_stale_s": cfg.execution.kill.feed_stale_s,
+                    "accounts": account_names(cfg),
+                    "account_limits": account_limits(cfg),
+                    "policy_accounts": [cfg.account_index(p.account) for p in cfg.policy],
+                    "status_file": str(self.run_dir / EXECUTION_STATUS),
+                    "reconcile_interval_s": cfg.execution.reconcile_interval_s,
                 },
             ),
         ]
@@ -357,6 +396,7 @@ class Node:
             "pid": os.getpid(),
             "started_ns": time.time_ns(),
             "venue": cfg.feed.venue,
+            "accounts": account_names(cfg),
             "endpoints": self.endpoints,
             "venue_pid": self.venue.pid if self.venue else None,
             "symbols": table.symbols(),
@@ -709,6 +749,14 @@ class Node:
     def poll(self) -> None:
         assert self.master is not None
         self.master.poll()
+        now = time.monotonic()
+        if now >= self._next_fatal_check:
+            # The feed writes a fatal error (a key the exchange refuses) before failing:
+            # restarting it would fail the same way, so the node stops with the message.
+            self._next_fatal_check = now + 1.0
+            fatal = _read_json(self.run_dir / FEED_STATUS).get("fatal")
+            if fatal:
+                raise ConfigError(str(fatal))
         if self.venue is not None and self.venue.poll() is not None:
             raise ServiceUnavailableError(
                 f"the local venue exited with {self.venue.returncode}; see {self.run_dir / 'venue.log'}"
@@ -974,7 +1022,47 @@ def read_status(run_dir: Path) -> dict[str, Any]:
         with contextlib.suppress(OSError, ValueError):
             sinks[f.name.split(".")[0]] = json.loads(f.read_text())
     out["sinks"] = sinks
+    out["accounts"] = _account_rows(run_dir, manifest.get("accounts") or [])
     return out
+
+
+def _account_rows(run_dir: Path, names: list[str]) -> list[dict[str, Any]]:
+    """Per account: the feed's session state and rate headroom, execution's reconciliation."""
+    feed = {a.get("name"): a for a in _read_json(run_dir / FEED_STATUS).get("accounts", [])}
+    ex = {a.get("name"): a for a in _read_json(run_dir / EXECUTION_STATUS).get("accounts", [])}
+    rows = []
+    for name in names or list(feed):
+        f, e = feed.get(name, {}), ex.get(name, {})
+        rows.append(
+            {
+                "name": name,
+                "connected": bool(f.get("connected")),
+                "logged_on": bool(f.get("logged_on")),
+                "orders_sent": int(f.get("orders_sent", 0)),
+                "rejects": int(f.get("rejects", 0)),
+                "reconnects": int(f.get("reconnects", 0)),
+                "paced": int(f.get("paced", 0)),
+                "headroom": dict(f.get("headroom") or {}),
+                "blocked_s": float(f.get("blocked_s", 0.0)),
+                "banned": bool(f.get("banned")),
+                "fatal": f.get("fatal") or "",
+                "open_orders": int(e.get("open_orders", 0)),
+                "reconciles": int(e.get("reconciles", 0)),
+                "differences": int(e.get("differences", 0)),
+                "positions_corrected": int(e.get("positions_corrected", 0)),
+            }
+        )
+    return rows
+
+
+def _headroom_text(headroom: dict[str, Any]) -> str:
+    """``"REQUEST_WEIGHT:1M": 5390`` -> ``weight 5390/1m``; -1 (no known bound) -> ``?``."""
+    short = {"REQUEST_WEIGHT": "weight", "ORDERS": "orders", "RAW_REQUESTS": "raw"}
+    parts = []
+    for key, left in sorted(headroom.items()):
+        kind, _, window = key.partition(":")
+        parts.append(f"{short.get(kind, kind)} {'?' if left < 0 else left}/{window.lower()}")
+    return ", ".join(parts) or "-"
 
 
 def render_status(st: dict[str, Any]) -> str:
@@ -1029,6 +1117,24 @@ def render_status(st: dict[str, Any]) -> str:
                 f"{name:<10} {k.get('state', '?')!s:<10} {k.get('records', 0):>10} "
                 f"{k.get('lag_bytes', 0):>10} {k.get('total_retries', 0):>8}  {k.get('last_error') or ''}"
             )
+    if st.get("accounts"):
+        lines += [
+            "",
+            f"{'ACCOUNT':<12} {'SESSION':<10} {'OPEN':>5} {'SENT':>7} {'REJ':>5} {'RECONN':>6} "
+            f"{'PACED':>6} {'RECONC':>6} {'DIFFS':>5}  RATE HEADROOM",
+        ]
+        for a in st["accounts"]:
+            session = "logged on" if a["logged_on"] else "signed" if a["connected"] else "down"
+            room = _headroom_text(a["headroom"])
+            if a["banned"] or a["blocked_s"]:
+                room = f"{'BANNED' if a['banned'] else 'BLOCKED'} {a['blocked_s']:.0f}s; {room}"
+            lines.append(
+                f"{a['name']:<12} {session:<10} {a['open_orders']:>5} {a['orders_sent']:>7} "
+                f"{a['rejects']:>5} {a['reconnects']:>6} {a['paced']:>6} {a['reconciles']:>6} "
+                f"{a['differences']:>5}  {room}"
+            )
+            if a["fatal"]:
+                lines.append(f"  FATAL: {a['fatal']}")
     lines += ["", f"{'RING':<12} {'FILL':>6} {'CAP':>6} {'WRITTEN':>10} {'READ':>10} {'FULL':>6}"]
     for r in st["rings"]:
         lines.append(
