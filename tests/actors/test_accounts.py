@@ -32,8 +32,11 @@ from wiresens.actors.feed import FeedActor
 from wiresens.actors.master import StrategyMaster
 from wiresens.actors.topology import Topology
 from wiresens.binance.signing import Ed25519Signer, HmacSigner
+from wiresens.config import decode_config
 from wiresens.errors import ConfigError
 from wiresens.instruments import InstrumentTable
+from wiresens.node import FEED_STATUS
+from wiresens.node import Node as WiresensNode
 from wiresens.policy import ClOrdIdGen
 from wiresens.records import (
     ACCOUNT_DIFF_FLAG,
@@ -101,7 +104,7 @@ class Node:
         self.table = InstrumentTable.from_exchange_info(body, ["BTCUSDT"])
         self.topo = Topology(self.prefix, 2, 1, md_capacity=1024, order_capacity=1024)
         self.names = self.topo.create()
-        self.feed_status = tmp / "feed.json"
+        self.feed_status = tmp / FEED_STATUS
         self.exec_status = tmp / "execution.json"
         common = {
             "prefix": self.prefix,
@@ -388,5 +391,16 @@ def test_a_refused_key_stops_the_feed_naming_the_account(
         by_name = {a["name"]: a for a in status["accounts"]}
         assert by_name["gamma"]["fatal"] == msg and by_name["alpha"]["fatal"] == ""
         assert time.monotonic() - t0 < 30  # failed at once, no silent retrying
+        # The node supervising such a feed stops with that message (node up exits with it).
+        cfg = decode_config(f'[node]\nrun_dir = "{tmp_path}"\n', "<test>", str(tmp_path))
+        node = WiresensNode(cfg)
+        node.master = StrategyMaster(f"{n.prefix}n", [])
+        node.master.start()
+        try:
+            with pytest.raises(ConfigError, match="account 'gamma'"):
+                node.poll()
+        finally:
+            node.master.stop()
+            node.master.close()
     finally:
         n.stop()
