@@ -11,6 +11,8 @@ every second to ``<event log>/sinks/<name>.status.json`` for ``node status``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import os
 import time
@@ -27,16 +29,56 @@ DRAIN_S = 7.0
 """How long a stopping sink keeps copying to reach the end of the log (the master gives
 the sidecar group 10 s); what is left is copied at the next start from the offset."""
 
+STOP_S = 2.0
+"""After the drain, how long the write in flight may take before the task is cancelled."""
+
+WRITER_GRACE_S = 2.0
+"""A drain waits for the log's writer to close (the whole node stopping) up to this long;
+a sink stopped on its own, beside a running sidecar, ends its drain after it."""
+
+
+def writer_holds(directory: Path) -> bool:
+    """True while an event-log writer (the sidecar) holds ``directory``.
+
+    The writer keeps an ``flock`` on ``<dir>/.lock`` as long as the log is open; a shared
+    probe that does not block tells whether it still does, and is dropped at once. Only
+    a stopping sink probes, when no writer is being started.
+    """
+    try:
+        fd = os.open(directory / ".lock", os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing the descriptor drops the probe's lock
+    return False
+
 
 class SinkActor(Actor):
+    """One sink (``"kafka"`` or ``"postgres"``) fed from the event log in ``event_log_dir``.
+
+    ``options`` is the sink's config table; ``backoff_s`` (min, max) overrides the
+    runner's retry backoff (tests use it to make a retry wait outlast the drain bound).
+    """
+
     def __init__(
-        self, *, sink: str, event_log_dir: str, node: str, options: dict[str, Any]
+        self,
+        *,
+        sink: str,
+        event_log_dir: str,
+        node: str,
+        options: dict[str, Any],
+        backoff_s: tuple[float, float] | None = None,
     ) -> None:
         self.name = f"sink:{sink}"
         self.kind = sink
         self.dir = Path(event_log_dir)
         self.node = node
         self.options = dict(options)
+        self.backoff_s = backoff_s
 
     def _make_sink(self) -> Any:
         if self.kind == "kafka":
@@ -62,10 +104,13 @@ class SinkActor(Actor):
         return True
 
     async def _main(self, should_stop: Callable[[], bool], status: StatusWriter | None) -> None:
-        from wiresens.sinks.base import SinkRunner
+        from wiresens.sinks.base import BatchPolicy, SinkRunner
 
         (self.dir / "sinks").mkdir(parents=True, exist_ok=True)
-        runner = SinkRunner(self._make_sink(), self.dir)
+        policy = None
+        if self.backoff_s is not None:
+            policy = BatchPolicy(backoff_min_s=self.backoff_s[0], backoff_max_s=self.backoff_s[1])
+        runner = SinkRunner(self._make_sink(), self.dir, policy=policy)
         task = asyncio.create_task(runner.run())
         path = self.dir / "sinks" / f"{self.kind}.status.json"
         cycles = 0
@@ -74,23 +119,30 @@ class SinkActor(Actor):
                 await asyncio.sleep(1.0 if cycles else 0.1)
                 cycles += 1
                 st = runner.status()
-                tmp = path.with_suffix(".tmp")
-                tmp.write_text(json.dumps(st, default=str))
-                os.replace(tmp, path)
+                self._write_status(path, st)
                 if status is not None:
                     status.heartbeat(cycles, int(st.get("records", 0)))
         finally:
-            # A clean stop drains first: the sidecar has written the last taps by now.
-            deadline = time.monotonic() + DRAIN_S
-            while not task.done() and time.monotonic() < deadline:
-                st = runner.status()
-                if st.get("connected") and not st.get("lag_bytes"):
-                    break
-                await asyncio.sleep(0.1)
-            runner.stop()
-            try:
-                await asyncio.wait_for(task, 10)
-            except (TimeoutError, asyncio.CancelledError):
+            # A clean stop drains: the sidecar (stopping beside us) writes the last taps and
+            # closes the log, and the runner copies up to that end, retrying at once if it
+            # was backing off from an outage. What a drain cannot copy in DRAIN_S stays in
+            # the log and goes out from the committed offset at the next start.
+            stop_t = time.monotonic()
+
+            def writer_done() -> bool:
+                return not writer_holds(self.dir) or time.monotonic() - stop_t >= WRITER_GRACE_S
+
+            await runner.drain(DRAIN_S, ready=writer_done)
+            if not await runner.wait_finished(STOP_S):
                 task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({task})
+            self._write_status(path, runner.status())
         if task.done() and not task.cancelled() and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]
+
+    @staticmethod
+    def _write_status(path: Path, st: dict[str, Any]) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(st, default=str))
+        os.replace(tmp, path)

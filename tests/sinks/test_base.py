@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wiresens.eventlog import EventLogOffset, EventLogReader, EventLogWriter
+from wiresens.eventlog import Entry, EventLogOffset, EventLogReader, EventLogWriter
 from wiresens.records import RecordKind
 from wiresens.sinks import (
     FileOffsetStore,
@@ -101,3 +102,67 @@ def test_unreachable_services_raise_retriable_errors_without_secrets() -> None:
     kafka = KafkaSink("127.0.0.1:1", timeout_s=5)
     with pytest.raises(ServiceUnavailableError, match=r"Kafka at 127\.0\.0\.1:1"):
         asyncio.run(kafka.start())
+
+
+class _ListSink:
+    """A sink that keeps what it is given (the runner's contract, no service behind it)."""
+
+    name = "list"
+
+    def __init__(self) -> None:
+        self.entries: list[str] = []
+        self.then: Callable[[], None] = lambda: None
+
+    async def start(self) -> None:
+        pass
+
+    async def write(self, entries: Sequence[Entry]) -> None:
+        self.entries.extend(e.offset.encode() for e in entries)
+        self.then()
+
+    async def close(self) -> None:
+        pass
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    steps=st.lists(st.tuples(st.integers(0, 30), st.integers(0, 4)), min_size=1, max_size=8),
+    kinds=st.sampled_from([None, (int(RecordKind.EXECUTION_REPORT),)]),
+    batch=st.integers(1, 12),
+)
+def test_lag_entries_equals_a_fresh_count_as_the_log_grows_and_commits(
+    steps: list[tuple[int, int]], kinds: tuple[int, ...] | None, batch: int
+) -> None:
+    """The incremental count in status() always equals counting the log afresh, as the
+    log grows and the runner commits some batches (0 to 3, or 4: all) between looks."""
+    import asyncio
+    import tempfile
+
+    from wiresens.sinks import BatchPolicy, SinkRunner
+
+    f = factory(3)
+    with tempfile.TemporaryDirectory() as d, EventLogWriter(d, NODE) as w:
+        sink = _ListSink()
+        runner = SinkRunner(sink, d, kinds=kinds, policy=BatchPolicy(max_entries=batch))
+        loop = asyncio.new_event_loop()
+        try:
+            for appended, writes in steps:
+                for i in range(appended):
+                    kind = (RecordKind.EXECUTION_REPORT, RecordKind.TRADE)[i % 2]
+                    w.append_records(kind, records_of(f, kind, 1 + i % 3))
+                w.flush()
+                if writes:
+                    left = [writes if writes < 4 else -1]  # -1: never stop, copy all
+
+                    def then(left: list[int] = left) -> None:
+                        left[0] -= 1
+                        if left[0] == 0:
+                            runner.stop()  # a partial copy: commit some batches only
+
+                    sink.then = then
+                    runner._stopping.clear()
+                    loop.run_until_complete(runner._loop(until_caught_up=True))
+                fresh = sum(1 for _ in EventLogReader(d).entries(runner.committed, kinds=kinds))
+                assert runner.status()["lag_entries"] == fresh
+        finally:
+            loop.close()

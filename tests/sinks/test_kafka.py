@@ -165,3 +165,112 @@ def test_kinds_filter_commits_past_other_entries(
     assert runner.status()["records"] == len(want)
     got = kcat_messages(kafka_bootstrap, topic_for(unique_name, RecordKind.EXECUTION_REPORT))
     assert [g.value for g in got] == [w.data for w in want]
+
+
+def test_drain_gives_up_at_its_bound_when_kafka_is_unreachable(tmp_path: Path) -> None:
+    """Nothing listens at the address: drain() returns False after its bound, the runner
+    has stopped, and no offset was committed (nothing was acknowledged)."""
+    import socket
+
+    with socket.socket() as s:  # a free port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "log"
+    write_log(log, rounds=1)
+    sink = KafkaSink(f"127.0.0.1:{port}", prefix="unreachable", timeout_s=1.0)
+    runner = SinkRunner(sink, log, policy=BatchPolicy(backoff_min_s=30.0, backoff_max_s=30.0))
+
+    async def scenario() -> bool:
+        task = asyncio.create_task(runner.run())
+        await wait_for(lambda: runner.status()["retries"] > 0, 30, "a failed connect")
+        st = runner.status()
+        assert st["state"] == "retrying" and not st["caught_up"] and not st["connected"]
+        drained = await runner.drain(1.0)
+        assert await runner.wait_finished(10.0)
+        await task
+        return drained
+
+    assert asyncio.run(scenario()) is False
+    st = runner.status()
+    # The drain retried at once instead of sleeping out the 30 s backoff.
+    assert st["state"] == "stopped" and st["total_retries"] >= 2 and not st["drained"]
+    assert st["committed"] is None and not (log / "sinks" / "kafka.offset").exists()
+
+
+_SINK_ACTOR = """
+import signal, sys
+from wiresens.actors.sink import SinkActor
+
+stopping = []
+signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+log, bootstrap, prefix = sys.argv[1:]
+actor = SinkActor(
+    sink="kafka",
+    event_log_dir=log,
+    node="node-t",
+    options={"bootstrap_servers": [bootstrap], "topic_prefix": prefix},
+    backoff_s=(60.0, 60.0),
+)
+actor.run(lambda: bool(stopping), None, "block")
+"""
+
+
+@pytest.mark.slow
+def test_sink_actor_stopped_during_a_retry_wait_copies_everything(
+    kafka_service: Service, tmp_path: Path, unique_name: str
+) -> None:
+    """Regression: a node stopped soon after a Kafka outage left Kafka short of what came
+    after the outage. Its sink actor was sleeping out a retry backoff (up to 10 s after
+    a 30 s outage) longer than its 7 s drain on stop, so it exited without writing.
+
+    Here the retry wait (60 s) certainly outlasts the drain: the broker is down when the
+    actor starts, comes back, and the actor is stopped. The drain must retry at once and
+    copy the whole log, including entries the "sidecar" appends after the stop signal
+    and before it closes the log."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    log = tmp_path / "log"
+    fac = factory(11)
+    writer = EventLogWriter(log, NODE)  # stands for the sidecar: holds the log open
+    proc = None
+    try:
+        append_mix(writer, fac, rounds=3)
+        status = log / "sinks" / "kafka.status.json"
+        kafka_service.stop()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _SINK_ACTOR, str(log), kafka_service.address, unique_name]
+            )
+            deadline = time.monotonic() + 60
+            while not (status.exists() and json.loads(status.read_text())["retries"] > 0):
+                assert time.monotonic() < deadline, "the sink actor never reported a failure"
+                assert proc.poll() is None, f"the sink actor exited with {proc.returncode}"
+                time.sleep(0.1)
+        finally:
+            kafka_service.start()
+        append_mix(writer, fac, rounds=1)
+        proc.send_signal(signal.SIGTERM)  # as the master stops the sidecar group
+        time.sleep(0.5)
+        append_mix(writer, fac, rounds=1)  # the sidecar's last taps, then it closes the log
+    finally:
+        writer.close()
+        if proc is not None:
+            try:
+                proc.wait(30)
+            finally:
+                proc.kill()
+    assert proc.returncode == 0
+    st = json.loads(status.read_text())
+    expected = log_records(log)
+    seen: set[tuple[str, int, int]] = set()
+    for kind, topic in _all_topics(unique_name):
+        want = {(w.offset, w.idx): w.data for w in expected if w.kind == kind}
+        for g in kcat_messages(kafka_service.address, topic):
+            key = (g.headers["offset"], int(g.headers["idx"]))
+            assert want[key] == g.value
+            seen.add((key[0], key[1], kind))
+    assert len(seen) == len(expected), f"{len(expected) - len(seen)} records missing; {st}"
+    assert st["drained"] and st["committed"] == (log / "sinks" / "kafka.offset").read_text().strip()
