@@ -188,6 +188,7 @@ class Execution(Actor):
         self.orders: Producer | None = None
         self.reports: Consumer | None = None
         self.stopping = False
+        self.restored = 0
         self.queries = 0
         self.adopted = 0
         self._synthetic_trade_id = 0
@@ -237,6 +238,7 @@ class Execution(Actor):
             self.query_exchange_open_orders(a)
         self.write_status()
         self.pstatus = SeqlockSlots.attach(t.pstatus, POLICY_STATUS)
+        self.restored = self._restore_from_status()
         self.tob_slots = SeqlockSlots.attach(t.tob, TOP_OF_BOOK)
         if self.gateway_stage_path:
             # Benchmarks only: run the gateway's socket-side stage in this process.
@@ -787,6 +789,34 @@ class Execution(Actor):
                 "cannot write the execution status", file=self.status_file, error=str(exc)
             )
 
+    def _restore_from_status(self) -> int:
+        """Take positions and counters back from the status slots a previous execution
+        process wrote (a restart after a crash); returns how many slots held a position.
+
+        The exchange's open orders give the orders back, not what filled before: without
+        this a restarted execution would believe every policy flat."""
+        rec = self._ps[0]
+        restored = 0
+        for p in range(self.policies):
+            for sym in range(1, self.symbol_count + 1):
+                if self.pstatus.read(p * self.symbol_count + sym - 1, self._ps_raw) <= 0:
+                    continue  # never written: a fresh node
+                if int(rec["policy"]) != p or int(rec["symbol"]) != sym:
+                    continue
+                qty = int(rec["position"])
+                pos = self.positions.get(p, sym)
+                pos.qty = qty
+                pos.cost_raw = qty * int(rec["avg_px"])
+                pos.realized_raw = int(rec["realized_pnl"]) * SCALE
+                self.counts[(p, sym)] = [int(rec["orders"]), int(rec["fills"]), int(rec["rejects"])]
+                if qty or int(rec["realized_pnl"]):
+                    restored += 1
+        if restored:
+            structlog.get_logger("execution").warning(
+                "positions restored from the previous execution's status", slots=restored
+            )
+        return restored
+
     def _adopt(self, rep: Any) -> None:
         """Track an open order the exchange reports and this table does not know."""
         cid = int(rep["cl_ord_id"])
@@ -804,6 +834,10 @@ class Execution(Actor):
             price=int(rep["price"]),
             account=int(rep["account"]),
         )
+        if self.restored:
+            # Its fills so far are in the restored position: not to be counted again.
+            order.cum_qty = order.filled_qty = int(rep["cum_qty"])
+            order.cum_quote = int(rep["cum_quote"])
         if self.oms.add(order):
             self.adopted += 1
             structlog.get_logger("execution").warning(
