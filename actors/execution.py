@@ -417,6 +417,11 @@ class Execution(Actor):
                 if self._request_about(_QUERY, order):
                     self.queries += 1
                     self.chased += 1
+                    structlog.get_logger("execution").warning(
+                        "no answer within the ack timeout: querying the order",
+                        cl_ord_id=order.cl_ord_id,
+                        status=ExecStatus(order.status).name,
+                    )
 
     def _check_risk(self, p: int, words: memoryview, raw: memoryview) -> RejectReason:
         reason = self._check_account(words, raw)
