@@ -422,6 +422,18 @@ def test_lost_ack_is_queried_and_resolved(rig: Any) -> None:
     # fill nobody reported is in the position.
     assert r.statuses([resting, taker]) == [ExecStatus.NEW, ExecStatus.FILLED]
     assert r.status()["position"] == QTY
+    assert r.logged("execution", "no answer within the ack timeout: querying the order") == 2
+    # An ack 2.5 s late (the order's user-data event comes at once): the order is NEW from
+    # the event, and the late ack changes nothing.
+    r.faults.delay(2500, 1)
+    slow = r.new()
+    r.wait("the event", lambda: r.order(slow).status == ExecStatus.NEW, timeout=10)
+    # A venue that stops answering for 2 s: requests wait, then everything is answered.
+    r.faults.stall(2.0)
+    stalled = [r.new(), r.new(price=ASK)]
+    r.settle()
+    assert r.statuses([slow, *stalled]) == [ExecStatus.NEW, ExecStatus.NEW, ExecStatus.FILLED]
+    assert r.status()["position"] == 2 * QTY
     assert r.faults.state()["dropped_connections"] == 0
 
 
@@ -524,5 +536,7 @@ def test_5xx_and_malformed_frames_are_queried_and_nothing_is_lost(rig: Any) -> N
         ExecStatus.NEW,
     ]
     assert r.status()["position"] == QTY
+    assert r.logged("execution", "order outcome unknown at the exchange: querying it") == 2
+    assert r.logged("execution", "no answer within the ack timeout: querying the order") >= 1
     assert r.actor("feed")["restarts"] == 0 and r.actor("execution")["restarts"] == 0
     assert r.faults.state()["dropped_connections"] == 0
