@@ -219,6 +219,13 @@ class Node:
     def records(self, p: int, kind: RecordKind, dtype: np.dtype[Any]) -> list[Any]:
         return [np.frombuffer(b[:64], dtype)[0] for b in self.got[p] if b[0] == kind]
 
+    def feed(self) -> dict[str, Any]:
+        try:
+            body: dict[str, Any] = json.loads(self.feed_status.read_text())
+        except (OSError, ValueError):
+            return {}
+        return body
+
     def status(self) -> dict[str, Any]:
         try:
             return {a["name"]: a for a in json.loads(self.exec_status.read_text())["accounts"]}
@@ -276,11 +283,12 @@ def test_two_accounts_route_reconcile_and_report(
         lambda: (
             all(a["reconciles"] >= 1 for a in node.status().values())
             and bool(node.mid())
-            and node.feed_status.exists()
+            and len(node.feed().get("accounts", ())) == 2
+            and all(a["connected"] for a in node.feed()["accounts"])
         ),
         "both accounts reconciled once and a market",
     )
-    feed = json.loads(node.feed_status.read_text())
+    feed = node.feed()
     assert [(a["name"], a["index"], a["logged_on"]) for a in feed["accounts"]] == [
         ("alpha", 0, True),
         ("beta", 1, False),  # an HMAC key: no session logon, each request signed
