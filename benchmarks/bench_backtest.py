@@ -11,7 +11,10 @@ Cases, each on data loaded once (loading timed apart from the replay):
   (skipped when ``../shared/data`` is absent).
 
 Events are level updates plus trades. Peak memory is the process's maximum resident
-set (``getrusage``) after loading and after the replay. events/s is over the replay's
+set (``getrusage``) after loading and after the replay. Memory over the replay: the
+resident set sampled every 4,096 rows of the event table (``/proc/self/statm``), reported
+as start / end / peak of the replay and as growth per 100,000 events (least-squares slope
+over the samples after the first quarter, whose start holds the one-off allocations). events/s is over the replay's
 wall time, events/CPU s over its CPU time (less inflated on a shared machine). Figures
 are medians over ``runs``.
 """
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from benchmarks.common import fmt_rate, machine_info, print_table, spread, write_json
 from wiresens.backtest import BacktestConfig, MarketData, load_market, run
@@ -47,6 +51,45 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _rss_now_mb() -> float:
+    """The current resident set (not the maximum), MB; 0 where /proc is absent."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE / 1e6
+    except OSError:
+        return 0.0
+
+
+class RssSampler:
+    """A ``progress`` callback that samples the resident set: (rows done, MB)."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[int, float]] = []
+
+    def __call__(self, done: int, total: int) -> None:
+        self.samples.append((done, _rss_now_mb()))
+
+    def figures(self, events_per_row: float) -> dict[str, float]:
+        """start/end/peak MB of the replay and growth in MB per 100,000 events."""
+        if not self.samples:
+            return {"start_mb": 0.0, "end_mb": 0.0, "peak_mb": 0.0, "growth_mb_per_100k": 0.0}
+        rows = np.array([r for r, _ in self.samples], dtype=np.float64)
+        mb = np.array([m for _, m in self.samples], dtype=np.float64)
+        tail = rows >= rows[-1] / 4
+        slope = 0.0
+        if tail.sum() >= 3 and events_per_row > 0:
+            slope = float(np.polyfit(rows[tail] * events_per_row, mb[tail], 1)[0]) * 100_000
+        return {
+            "start_mb": float(mb[0]),
+            "end_mb": float(mb[-1]),
+            "peak_mb": float(mb.max()),
+            "growth_mb_per_100k": slope,
+        }
+
+
 def _data_dir() -> Path | None:
     base = os.environ.get("WIRESENS_DATA")
     d = (
@@ -62,9 +105,18 @@ def _case(
 ) -> dict[str, Any]:
     rates, secs, cpu_rates = [], [], []
     res = None
+    mem: dict[str, float] = {}
     for _ in range(runs):
         gc.collect()
-        res = run(cfg, md, policy_factory=(lambda ctx: NoopPolicy(None, ctx)) if noop else None)
+        sampler = RssSampler()
+        res = run(
+            cfg,
+            md,
+            policy_factory=(lambda ctx: NoopPolicy(None, ctx)) if noop else None,
+            progress=sampler,
+            progress_every=1 << 12,
+        )
+        mem = sampler.figures(res.events / max(len(md), 1))
         rates.append(res.events_per_s)
         cpu_rates.append(res.events / res.cpu_s if res.cpu_s > 0 else 0.0)
         secs.append(res.run_s)
@@ -87,6 +139,7 @@ def _case(
         "events_per_cpu_s": spread(cpu_rates).median,
         "data_mb": md.nbytes / 1e6,
         "peak_rss_mb": _rss_mb(),
+        "replay_rss_mb": mem,
     }
 
 
@@ -158,6 +211,8 @@ def main(
                 "events/s",
                 "events/CPU s",
                 "peak RSS MB",
+                "replay RSS start/end/peak MB",
+                "MB per 100k ev",
             ],
             [
                 [
@@ -171,6 +226,8 @@ def main(
                     fmt_rate(c["events_per_s"]),
                     fmt_rate(c["events_per_cpu_s"]),
                     f"{c['peak_rss_mb']:.0f}",
+                    "{start_mb:.0f}/{end_mb:.0f}/{peak_mb:.0f}".format(**c["replay_rss_mb"]),
+                    f"{c['replay_rss_mb']['growth_mb_per_100k']:+.2f}",
                 ]
                 for c in cases
             ],
