@@ -268,7 +268,13 @@ def apply(
     server: str | None = _server_opt,
     token: str | None = _token_opt,
 ) -> None:
-    """Create or change policies (desired state); their nodes converge to it."""
+    """Create or change policies (desired state); their nodes converge to it.
+
+    A policy of the node's node.toml changes params and timer in place; any other
+    policy starts in one of the node's spare slots (spare_policy_slots in its
+    node.toml's control table) and may trade only symbols the node's feed carries. `wiresens get policies` shows the
+    node's answer: Running, Disabled or Failed with the reason.
+    """
     docs = _policy_docs(file)
     c = _client(context, server, token)
     results = []
@@ -291,7 +297,12 @@ def delete(
     server: str | None = _server_opt,
     token: str | None = _token_opt,
 ) -> None:
-    """Delete a policy (its node stops it) or forget a node that is gone."""
+    """Delete a policy or forget a node that is gone.
+
+    A deleted policy that its node started from the control plane stops, its open
+    orders are cancelled and its spare slot is freed; a policy of a node.toml keeps
+    running as node.toml says.
+    """
     kind = _ALIASES.get(resource, resource)
     if kind not in ("policies", "nodes"):
         raise _fail(

@@ -273,18 +273,25 @@ class Store:
 
     def _down(self, exc: BaseException) -> EtcdUnavailable:
         detail = str(exc).strip() or type(exc).__name__
-        if isinstance(exc, aetcd.exceptions.ConnectionTimeoutError | TimeoutError):
+        # etcd answers its own request timeouts with UNAVAILABLE "context deadline exceeded"
+        if isinstance(exc, aetcd.exceptions.ConnectionTimeoutError | TimeoutError) or (
+            "deadline" in detail.lower()
+        ):
             return EtcdUnavailable(
                 f"etcd at {self.endpoint} is slow: no answer within {self.timeout:g} s "
                 f"({detail}); retry, or give it more time (--etcd-timeout)",
                 "slow",
             )
         low = detail.lower()
-        if isinstance(exc, aetcd.exceptions.UnauthenticatedError) or any(
-            w in low for w in ("auth", "user name", "password", "permission denied", "ssl")
-        ):
-            # an expired auth token: log in again on the next call
+        if "auth token" in low:
+            # etcd expired this client's token (5 min idle by default): log in again on
+            # the next call; other errors keep the channel (calls in flight on it live)
             self.client._connected.clear()
+        if isinstance(exc, aetcd.exceptions.UnauthenticatedError) or any(
+            w in low
+            for w in ("authentication", "auth token", "user name", "permission denied",
+                      "certificate verify", "certificate_verify")
+        ):  # fmt: skip
             return EtcdUnavailable(
                 f"etcd at {self.endpoint} refused this client ({detail}); check the etcd "
                 "user, its password file and the TLS files (ca_file, cert_file, key_file)",
