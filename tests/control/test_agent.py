@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import shutil
 import subprocess
@@ -235,3 +237,17 @@ def test_plan_applied_reaches_the_desired_set(
         running[c.name] = c
     assert running == {s.name: to_config(s) for s in desired if s.enabled}
     assert not set(p.stop) & {c.name for c in p.start}
+
+
+def test_report_and_registration_are_written_together(etcd_endpoint: str, prefix: str) -> None:
+    """One transaction creates both keys: no listing can see the report without the
+    registration (such a node was shown Lost while it was starting)."""
+    agent = NodeAgent(etcd_endpoint, prefix, "e", ttl=2).start()
+    try:
+        assert agent.wait_synced(20), agent.status()
+        out = json.loads(etcdctl(etcd_endpoint, "get", "--prefix", f"{prefix}/node", "-w", "json"))
+        created = {base64.b64decode(kv["key"]).decode(): kv["create_revision"] for kv in out["kvs"]}
+        assert set(created) == {f"{prefix}/nodes/e", f"{prefix}/nodestate/e"}
+        assert created[f"{prefix}/nodes/e"] == created[f"{prefix}/nodestate/e"]
+    finally:
+        agent.stop()
