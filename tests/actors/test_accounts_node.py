@@ -22,10 +22,9 @@ import pytest
 
 from wiresens.binance.signing import Ed25519Signer
 from wiresens.config import load_config
+from wiresens.errors import ConfigError
 from wiresens.fixedpoint import to_fixed
 from wiresens.node import Node, read_status, render_status
-
-pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 TAKER = REPO / "tests" / "e2e" / "policies.py"
@@ -106,6 +105,7 @@ def _get(base: str, path: str, api_key: str, pem: bytes, **params: object) -> An
         return json.loads(resp.read())
 
 
+@pytest.mark.slow
 def test_two_accounts_in_one_node(node: Node) -> None:
     assert node.master is not None
     feed = node.master.handle("feed")
@@ -145,3 +145,32 @@ def test_two_accounts_in_one_node(node: Node) -> None:
     assert "logged on" in alpha_line and "orders " in alpha_line and "weight " in alpha_line
     manifest = json.loads((node.run_dir / "node.json").read_text())
     assert manifest["accounts"] == ["alpha", "beta"]
+
+
+def test_every_accounts_keys_go_to_the_feed(tmp_path: Path) -> None:
+    """With a Binance venue each [[feed.accounts]] key file is read, in index order."""
+    (tmp_path / "ed.pem").write_bytes(
+        b"-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n"
+    )
+    for name, body in (
+        ("a.toml", 'api_key = "key-a"\nsecret = "secret-a"\n'),
+        ("b.toml", 'api_key = "key-b"\nprivate_key = "ed.pem"\n'),
+    ):
+        (tmp_path / name).write_text(body)
+        (tmp_path / name).chmod(0o600)
+    text = (
+        f'[node]\nrun_dir = "{tmp_path / "run"}"\n[feed]\nvenue = "binance-testnet"\n'
+        '[[feed.accounts]]\nname = "a"\nkey_file = "a.toml"\n'
+        '[[feed.accounts]]\nname = "b"\nkey_file = "b.toml"\n'
+    )
+    (tmp_path / "node.toml").write_text(text)
+    node = Node(load_config(tmp_path / "node.toml", check_system=False))
+    creds = node._credentials()
+    assert [(c["name"], c["api_key"]) for c in creds] == [("a", "key-a"), ("b", "key-b")]
+    assert creds[0]["secret"] == "secret-a" and "private_key_pem" not in creds[0]
+    assert creds[1]["private_key_pem"].startswith(b"-----BEGIN PRIVATE KEY-----")
+    assert node.endpoints["ws_api"].startswith("wss://")
+    # A key file gone after the config check: the error names the account's key.
+    (tmp_path / "b.toml").unlink()
+    with pytest.raises(ConfigError, match=r"`feed.accounts\[1\]\.key_file`"):
+        node._credentials()
