@@ -365,7 +365,8 @@ def from_recordings(
 def from_eventlog(directory: str | Path, symbol_index: int = 1, symbol: str = "") -> MarketData:
     """A node's event log: DEPTH_UPDATE (grouped into events by DEPTH_LAST_FLAG, RESET on
     DEPTH_CLEAR_FLAG), else TOP_OF_BOOK (each a top-only RESET), and TRADE records of
-    ``symbol_index``."""
+    ``symbol_index``. TOP_OF_BOOK records without an exchange time (Binance's spot
+    bookTicker has none) put the whole replay on the receive clock (``ts_recv``)."""
     from wiresens.eventlog import EventLogReader
     from wiresens.records import (
         DEPTH_CLEAR_FLAG,
@@ -390,9 +391,13 @@ def from_eventlog(directory: str | Path, symbol_index: int = 1, symbol: str = ""
             if flags & DEPTH_LAST_FLAG:
                 b.book(ts_exch, ts_recv, bids, asks, reset=reset)
                 bids, asks, reset = [], [], False
-    else:
+    recv_clock = False
+    if not len(depth):
         tob = reader.read_records(RecordKind.TOP_OF_BOOK)
         tob = tob[tob["symbol"] == symbol_index]
+        # bookTicker carries no exchange time: such a log replays on the node's receive
+        # clock, trades included (mixing the two clocks would reorder them).
+        recv_clock = bool(len(tob)) and not bool(tob["ts_exch"].any())
         for t in tob:
             bp, bq, ap, aq = (
                 int(t["bid_px"]),
@@ -401,7 +406,7 @@ def from_eventlog(directory: str | Path, symbol_index: int = 1, symbol: str = ""
                 int(t["ask_qty"]),
             )
             b.book(
-                int(t["ts_exch"]),
+                int(t["ts_recv"]) if recv_clock else int(t["ts_exch"]),
                 int(t["ts_recv"]),
                 [(bp, bq)] if bq else [],
                 [(ap, aq)] if aq else [],
@@ -411,7 +416,7 @@ def from_eventlog(directory: str | Path, symbol_index: int = 1, symbol: str = ""
     trades = trades[trades["symbol"] == symbol_index]
     for t in trades:
         b.trade(
-            int(t["ts_exch"]),
+            int(t["ts_recv"]) if recv_clock else int(t["ts_exch"]),
             int(t["ts_recv"]),
             int(t["price"]),
             int(t["qty"]),
