@@ -225,3 +225,74 @@ def test_waits_for_acks_before_requoting() -> None:
     book.bid_px, book.ask_px = 101_00_000_000, 101_10_000_000
     mm.deliver_book(SYM, book)  # both quotes still PENDING_NEW: nothing more is sent
     assert sink.count == 2
+
+
+def _reject(mm: Any, cid: int, reason: int) -> None:
+    r = new_record(RecordKind.EXECUTION_REPORT)[0]
+    r["cl_ord_id"], r["policy"], r["symbol"] = cid, mm.policy_id, SYM
+    r["status"], r["exec_type"], r["reason"] = ExecStatus.REJECTED, ExecType.REJECTED, reason
+    mm.deliver_execution(r)
+
+
+def test_a_rejected_quote_backs_off_instead_of_looping() -> None:
+    from wiresens.risk import RejectReason
+
+    now = [1_000_000_000]
+    sink = BufferSink()
+    ctx = PolicyContext(
+        policy_id=1,
+        name="mm",
+        sink=sink,
+        instruments=InstrumentTable([BTC]),
+        symbols=[SYM],
+        clock=lambda: now[0],
+    )
+    mm = MarketMaker(Params(qty=QTY, max_position=MAX_POS, reject_backoff_ms=100), ctx)
+    mm.start()
+    book = TopOfBook(100_00_000_000, QTY, 100_10_000_000, QTY)
+    mm.deliver_book(SYM, book)
+    bid_id = next(int(r["cl_ord_id"]) for r in sink.drain() if r["side"] == Side.BUY)
+
+    def buys() -> int:
+        return sum(1 for r in sink.drain() if r["side"] == Side.BUY)
+
+    # A reject that would repeat (the exchange's filters): no new bid on the report...
+    _reject(mm, bid_id, RejectReason.MIN_NOTIONAL)
+    assert buys() == 0
+    # ...nor on the next books within the back-off,
+    for i in range(5):
+        now[0] += 19_000_000
+        book.bid_px += TICK * (i % 2)
+        mm.deliver_book(SYM, book)
+    assert buys() == 0 and mm.rejects == 1
+    # then one, on the first book after it.
+    now[0] += 10_000_000
+    book.bid_px += TICK
+    mm.deliver_book(SYM, book)
+    sent = [r for r in sink.drain() if r["side"] == Side.BUY]
+    assert len(sent) == 1
+    # Rejected again: the back-off doubles (200 ms).
+    _reject(mm, int(sent[0]["cl_ord_id"]), RejectReason.MIN_NOTIONAL)
+    now[0] += 150_000_000
+    book.bid_px -= TICK
+    mm.deliver_book(SYM, book)
+    assert buys() == 0
+    now[0] += 60_000_000
+    book.bid_px += TICK
+    mm.deliver_book(SYM, book)
+    sent = [r for r in sink.drain() if r["side"] == Side.BUY]
+    assert len(sent) == 1
+    # A replace that lost the race with a fill (unknown order) is no loop: re-quote at once.
+    _reject(mm, int(sent[0]["cl_ord_id"]), RejectReason.UNKNOWN_ORDER)
+    assert buys() == 1 and mm.rejects == 2
+
+
+def test_backoff_zero_requotes_at_once() -> None:
+    from wiresens.risk import RejectReason
+
+    mm, sink, _, book = setup(reject_backoff_ms=0)
+    book.bid_px, book.ask_px, book.bid_qty, book.ask_qty = 100_00_000_000, 100_10_000_000, 1, 1
+    mm.deliver_book(SYM, book)
+    bid_id = next(int(r["cl_ord_id"]) for r in sink.drain() if r["side"] == Side.BUY)
+    _reject(mm, bid_id, RejectReason.MIN_NOTIONAL)
+    assert sum(1 for r in sink.drain() if r["side"] == Side.BUY) == 1
