@@ -225,8 +225,10 @@ class Rig:
         raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
     def ready(self) -> None:
-        """Both of the feed's connections are up (market streams and WebSocket API)."""
+        """Both of the feed's connections are up (market streams and WebSocket API) and
+        execution has reconciled after the connect (the balances answer comes last)."""
         self.wait("the feed's two connections", lambda: len(self.venue.venue.clients) >= 2)
+        self.wait("reconciled", lambda: self.logged("feed", "balances at the exchange"))
 
     # -- the views -----------------------------------------------------------------------
     def status(self, policy: int = 0) -> dict[str, int]:
@@ -267,7 +269,7 @@ class Rig:
                 assert mine.status == ExecStatus.REJECTED, (cid, "not at the venue", mine)
                 continue
             status = ExecStatus[theirs["status"]]
-            assert mine.status == status, (cid, theirs["status"], mine)
+            assert mine.status == status, (cid, theirs["status"], mine, self.history(cid))
             assert mine.cum_qty == to_fixed(theirs["executedQty"]), (cid, theirs, mine)
         for p in range(self.policies):
             st = self.status(p)
@@ -291,6 +293,19 @@ class Rig:
         time.sleep(0.3)  # nothing changes afterwards (a late duplicate would show here)
         self.pump()
         self.agree()
+
+    def history(self, cid: int) -> list[tuple[str, int, int, int]]:
+        """The reports execution routed about ``cid``: status, own id, reason, error code."""
+        return [
+            (
+                ExecStatus(int(x["status"])).name,
+                int(x["cl_ord_id"]),
+                int(x["reason"]),
+                int(x["error_code"]),
+            )
+            for x in self.reports
+            if cid in (int(x["cl_ord_id"]), int(x["orig_cl_ord_id"]))
+        ]
 
     def statuses(self, cids: list[int]) -> list[ExecStatus]:
         return [ExecStatus(self.order(c).status) for c in cids]
@@ -507,7 +522,13 @@ def test_kill_switch_during_reconnect_cancels_every_order_once_reconnected(rig: 
     r.wait("killed", lambda: r.status()["killed"])
     assert all(o["status"] == "NEW" for o in r.venue_orders().values())  # cancels wait
     blocked = r.new()
-    r.wait("reconnected", lambda: len(r.venue.venue.clients) >= 2, timeout=20)
+    # The policy never sent these cancels (the switch did), so "agree" alone could hold
+    # before they go out: wait for the cancels themselves.
+    r.wait(
+        "every order cancelled",
+        lambda: r.statuses(orders) == [ExecStatus.CANCELED] * 5,
+        timeout=30,
+    )
     r.settle()
     assert r.statuses(orders) == [ExecStatus.CANCELED] * 5
     assert r.statuses([blocked]) == [ExecStatus.REJECTED]
