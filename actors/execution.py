@@ -111,6 +111,10 @@ STATUS_EVERY_NS = 250_000_000
 LAT_WINDOW = 1024
 
 
+RESUME_FRESH_SLOT = 1
+"""``arg0`` of a policy's CONTROL_RESUME when the node gives the slot to a new policy."""
+
+
 class Execution(Actor):
     name = "execution"
 
@@ -469,10 +473,22 @@ class Execution(Actor):
         if command == CONTROL_KILL:
             self.engage_kill(policy, "operator")
         elif command == CONTROL_RESUME:
+            if policy is not None and int.from_bytes(raw[40:48], "little") == RESUME_FRESH_SLOT:
+                self._fresh_slot(policy)
             self.kill.resume(policy)
             self.kill_events.append(f"resumed {'node' if policy is None else f'policy {policy}'}")
             structlog.get_logger("execution").warning("kill switch lifted", policy=policy)
             self.publish_status()
+
+    def _fresh_slot(self, p: int) -> None:
+        """A spare slot handed to a new policy: forget the previous policy's counters
+        and position (its open orders were cancelled when the slot was freed)."""
+        for sym in range(1, self.symbol_count + 1):
+            self.counts.pop((p, sym), None)
+            pos = self.positions.get(p, sym)
+            pos.qty = pos.cost_raw = pos.realized_raw = pos.fees = 0
+            pos.bought = pos.sold = pos.fills = 0
+        self.lat_n[p] = 0
 
     def engage_kill(self, policy: int | None, reason: str) -> None:
         """Block new orders of the scope and cancel its open orders."""

@@ -39,6 +39,7 @@ import msgspec
 import numpy as np
 
 from wiresens.actors.actor import ActorSpec
+from wiresens.actors.execution import RESUME_FRESH_SLOT
 from wiresens.actors.lifecycle import ActorState
 from wiresens.actors.master import StrategyMaster
 from wiresens.actors.status import StatusBoard
@@ -712,10 +713,11 @@ class Node:
         self._write_subs(slot, symbols)
         self._dynamic[name] = (slot, pcfg)
         self._save_manifest()
-        if slot in self._slot_killed:
+        if self._slot_uses[slot] > 1 or slot in self._slot_killed:
+            # a reused slot: lift the kill that freed it, reset execution's counters
             self._slot_killed.discard(slot)
             with contextlib.suppress(WiresensError):
-                send_control(self.run_dir, CONTROL_RESUME, name)
+                send_control(self.run_dir, CONTROL_RESUME, name, arg0=RESUME_FRESH_SLOT)
         self._killed_seen.pop(name, None)
         self.master.add_actor(self._policy_spec(slot, pcfg, symbols))
         self._set_state(name, "Running", "", slot)
@@ -877,7 +879,7 @@ def stop_node(run_dir: Path, timeout: float = 60.0) -> int:
     raise ServiceUnavailableError(f"node pid {pid} did not stop in {timeout:.0f} s")
 
 
-def send_control(run_dir: Path, command: int, policy: str | None = None) -> str:
+def send_control(run_dir: Path, command: int, policy: str | None = None, arg0: int = 0) -> str:
     """Write a CONTROL record (kill / resume) to the running node's execution actor."""
     try:
         manifest = json.loads((run_dir / "node.json").read_text())
@@ -896,6 +898,7 @@ def send_control(run_dir: Path, command: int, policy: str | None = None) -> str:
     rec = new_record(RecordKind.CONTROL)
     rec["command"] = command
     rec["target"] = target
+    rec["arg0"] = arg0
     rec["ts_pub"] = time.time_ns()
     ring = Ring.attach(f"{manifest['prefix']}.ctl", None)
     try:

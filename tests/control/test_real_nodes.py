@@ -1,5 +1,6 @@
 """Two real nodes (``wiresens node up`` process trees, distinct names and shm prefixes)
-register with the control plane; the CLI sees them and its kill switch reaches them.
+register with the control plane; the CLI sees them, its kill switch reaches them, and
+it starts a policy that no node.toml names on one of them.
 
 Policy names are cluster-wide in the control plane, so each node's policy has its own."""
 
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from wiresens.node import NodeNotRunning, read_status
+from wiresens.node import read_status
 from wiresens.testing.services import Service
 
 from .conftest import ApiServer, wait_until
@@ -78,14 +79,17 @@ def _killed(run_dir: Path) -> bool:
 
 
 @pytest.mark.slow
-def test_two_real_nodes_register_and_obey_the_kill_switch(
+def test_two_real_nodes_driven_from_the_cli(
     apiserver: ApiServer, tmp_path: Path, etcd_service: Service
 ) -> None:
+    """Kill switch, params, enabled=false, a policy started from the control plane in a
+    spare slot, etcd outage, clean stop: one pair of nodes for all (they take a while
+    to start on a loaded machine)."""
     a_name, b_name = f"na{uuid.uuid4().hex[:4]}", f"nb{uuid.uuid4().hex[:4]}"
     nodes: list[tuple[subprocess.Popen[bytes], Path]] = []
     try:
-        for name in (a_name, b_name):
-            nodes.append(_node(tmp_path, name, apiserver.etcd, apiserver.prefix))
+        nodes.append(_node(tmp_path, a_name, apiserver.etcd, apiserver.prefix))
+        nodes.append(_node(tmp_path, b_name, apiserver.etcd, apiserver.prefix, spare=1))
 
         def states() -> dict[str, Any]:
             r = cli(apiserver, "get", "nodes", "-o", "json")
@@ -136,6 +140,68 @@ def test_two_real_nodes_register_and_obey_the_kill_switch(
         assert actor(nodes[1][1], "feed")["pid"] == feed_pid  # the node kept running
         assert actor(nodes[0][1], f"policy:taker-{a_name}")["restarts"] == 0
 
+        # A policy in no node.toml, applied to B, runs in one of B's spare slots and
+        # trades on B only; one needing a symbol B's feed lacks, or a slot when none is
+        # free, is Failed with the reason; deleting a policy stops it and frees its slot.
+        run_a, run_b = nodes[0][1], nodes[1][1]
+        taker = f"{HERE / 'policies.py'}:Taker"
+
+        # a few trades: B's own taker trades the same account, and the venue expires an
+        # order that would match it (self-trade prevention); the Taker then sends another
+        def apply(name: str, symbols: str = '"BTCUSDT"', trades: int = 5) -> None:
+            spec = tmp_path / f"{name}.toml"
+            spec.write_text(
+                f'[[policy]]\nname = "{name}"\nclass = "{taker}"\nnode = "{b_name}"\n'
+                f"symbols = [{symbols}]\ntimer_interval_ms = 1000\n"
+                f"params = {{ max_trades = {trades} }}\n"
+            )
+            cli_ok(apiserver, "apply", "-f", str(spec))
+
+        fresh = f"fresh-{b_name}"
+        apply(fresh)
+        wait_until(lambda: _fills(run_b, fresh) > 0, 60, "the new policy filled on B")
+        assert _actors(run_b)[f"policy:{fresh}"] == "RUNNING"
+        assert f"policy:{fresh}" not in _actors(run_a)
+        assert not _policy_rows(run_a, fresh)
+        wait_until(lambda: _policy_state(apiserver, fresh)[0] == "Running", 30, "Running")
+
+        # a symbol B's feed does not carry: accepted by the API, Failed on the node
+        far = f"far-{b_name}"
+        apply(far, '"ETHUSDT"')
+        wait_until(lambda: _policy_state(apiserver, far)[0] == "Failed", 30, "far Failed")
+        reason = _policy_state(apiserver, far)[1]
+        assert "ETHUSDT" in reason and "BTCUSDT" in reason and "node.toml" in reason, reason
+        # B keeps one spare slot and fresh holds it
+        second = f"second-{b_name}"
+        apply(second, trades=0)
+        wait_until(lambda: _policy_state(apiserver, second)[0] == "Failed", 30, "no slot")
+        assert "no spare policy slot" in _policy_state(apiserver, second)[1]
+
+        # delete fresh: it stops, its slot goes to `second`, which starts from zero there
+        assert 1 <= _orders(run_b, fresh) <= 5  # max_trades = 5
+        cli_ok(apiserver, "delete", "policy", fresh)
+        wait_until(
+            lambda: _actors(run_b).get(f"policy:{second}") == "RUNNING", 60, "second started"
+        )
+        assert f"policy:{fresh}" not in _actors(run_b)
+        assert not _policy_rows(run_b, fresh)
+        wait_until(lambda: _policy_state(apiserver, second)[0] == "Running", 30, "Running")
+        # execution forgot fresh's counters and position in the slot (second sent nothing)
+        wait_until(
+            lambda: [(p["orders"], p["fills"], float(p["position"])) for p in _policy_rows(
+                run_b, second)] == [(0, 0, 0.0)],
+            30,
+            "the reused slot's counters reset",
+        )  # fmt: skip
+        # trades allowed: second's own orders fill in the reused slot
+        apply(second)
+        wait_until(lambda: _fills(run_b, second) > 0, 60, "second filled on B")
+        assert _orders(run_b, second) <= 5
+        assert next(a["pid"] for a in read_status(run_b)["actors"] if a["name"] == "feed") == (
+            feed_pid
+        )
+        assert {p["policy"] for p in read_status(run_a)["policies"]} == {f"taker-{a_name}"}
+
         # etcd down: the nodes keep trading on their last desired state (fail-static) and
         # the CLI says the control plane's store is down; back up, the nodes are Ready again.
         def fills(run_dir: Path) -> int:
@@ -182,6 +248,10 @@ def _fills(run_dir: Path, name: str) -> int:
     return sum(p["fills"] for p in _policy_rows(run_dir, name))
 
 
+def _orders(run_dir: Path, name: str) -> int:
+    return sum(p["orders"] for p in _policy_rows(run_dir, name))
+
+
 def _actors(run_dir: Path) -> dict[str, str]:
     return {a["name"]: a["state"] for a in read_status(run_dir)["actors"]}
 
@@ -191,86 +261,3 @@ def _policy_state(srv: ApiServer, name: str) -> tuple[str, str]:
     assert r.exit_code == 0, r.output
     rec = json.loads(r.stdout)
     return rec["state"], rec["reason"]
-
-
-@pytest.mark.slow
-def test_control_plane_starts_a_policy_not_in_node_toml_in_a_spare_slot(
-    apiserver: ApiServer, tmp_path: Path
-) -> None:
-    """A policy applied to node B that B's node.toml does not name runs in a spare slot
-    and trades on B only; one needing a symbol B's feed lacks, or a slot when none is
-    free, is Failed with the reason; deleting a policy stops it and frees its slot."""
-    a_name, b_name = f"na{uuid.uuid4().hex[:4]}", f"nb{uuid.uuid4().hex[:4]}"
-    nodes: list[tuple[subprocess.Popen[bytes], Path]] = []
-    taker = f"{HERE / 'policies.py'}:Taker"
-
-    def apply(name: str, symbols: str = '"BTCUSDT"', node: str = b_name) -> None:
-        spec = tmp_path / f"{name}.toml"
-        spec.write_text(
-            f'[[policy]]\nname = "{name}"\nclass = "{taker}"\nnode = "{node}"\n'
-            f"symbols = [{symbols}]\ntimer_interval_ms = 1000\n"
-        )
-        cli_ok(apiserver, "apply", "-f", str(spec))
-
-    try:
-        nodes.append(_node(tmp_path, a_name, apiserver.etcd, apiserver.prefix))
-        nodes.append(_node(tmp_path, b_name, apiserver.etcd, apiserver.prefix, spare=1))
-        run_a, run_b = nodes[0][1], nodes[1][1]
-
-        def trading(run_dir: Path) -> bool:
-            try:
-                return bool(read_status(run_dir)["policies"])
-            except NodeNotRunning:  # not started yet
-                return False
-
-        for _, run_dir in nodes:
-            wait_until(lambda rd=run_dir: trading(rd), 90, "node trading")
-
-        fresh = f"fresh-{b_name}"
-        apply(fresh)
-        wait_until(lambda: _fills(run_b, fresh) > 0, 60, "the new policy filled on B")
-        # the feed routes to the new slot without a restart (it runs, as orders fill)
-        feed_pid = next(a["pid"] for a in read_status(run_b)["actors"] if a["name"] == "feed")
-        assert feed_pid > 0
-        assert _actors(run_b)[f"policy:{fresh}"] == "RUNNING"
-        assert f"policy:{fresh}" not in _actors(run_a)
-        assert not _policy_rows(run_a, fresh)
-        wait_until(lambda: _policy_state(apiserver, fresh)[0] == "Running", 30, "Running")
-
-        # a symbol B's feed does not carry: accepted by the API, Failed on the node
-        far = f"far-{b_name}"
-        apply(far, '"ETHUSDT"')
-        wait_until(lambda: _policy_state(apiserver, far)[0] == "Failed", 30, "far Failed")
-        reason = _policy_state(apiserver, far)[1]
-        assert "ETHUSDT" in reason and "BTCUSDT" in reason and "node.toml" in reason, reason
-        # B keeps one spare slot and fresh holds it
-        second = f"second-{b_name}"
-        apply(second)
-        wait_until(lambda: _policy_state(apiserver, second)[0] == "Failed", 30, "no slot")
-        assert "no spare policy slot" in _policy_state(apiserver, second)[1]
-
-        # delete fresh: it stops, its slot goes to `second`, which trades there
-        fills_before = _fills(run_b, fresh)
-        cli_ok(apiserver, "delete", "policy", fresh)
-        wait_until(
-            lambda: _actors(run_b).get(f"policy:{second}") == "RUNNING", 60, "second started"
-        )
-        assert f"policy:{fresh}" not in _actors(run_b)
-        assert not _policy_rows(run_b, fresh)
-        # the slot's execution counters carry over (documented): count from the handover
-        base = _fills(run_b, second)
-        assert base >= fills_before
-        wait_until(lambda: _fills(run_b, second) > base, 60, "second filled on B")
-        wait_until(lambda: _policy_state(apiserver, second)[0] == "Running", 30, "Running")
-        assert next(a["pid"] for a in read_status(run_b)["actors"] if a["name"] == "feed") == (
-            feed_pid
-        )
-        assert {p["policy"] for p in read_status(run_a)["policies"]} == {f"taker-{a_name}"}
-    finally:
-        for proc, _ in nodes:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
