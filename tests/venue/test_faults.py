@@ -255,3 +255,30 @@ def test_drop_refuse_stall_and_garbage(fv: RunningVenue) -> None:
         await stream.close()
 
     asyncio.run(run())
+
+
+def test_real_order_limit_429_says_when_to_retry(keys: Keys) -> None:
+    """Not a fault: the venue's own order-count 429 carries Binance's ``data.retryAfter``
+    (WebSocket API) and a ``Retry-After`` up to the window's end (REST)."""
+    v = run_venue(keys, orders_per_10s=1, market="none", symbols=("BTCUSDT",))
+    try:
+
+        async def run() -> None:
+            s = await Session.open(v)
+            codes = []
+            for i in range(3):
+                resp = await s.request("order.place", _signed(_order_params(f"w{i}")))
+                codes.append(resp["status"])
+                if resp["status"] == 429:
+                    data = resp["error"]["data"]
+                    assert resp["error"]["code"] == -1015
+                    assert data["serverTime"] < data["retryAfter"] <= data["serverTime"] + 10_000
+            await s.ws.close()
+            assert codes.count(429) >= 1
+
+        asyncio.run(run())
+        status, headers, _ = _rest_order(v, "w9")
+        if status == 429:
+            assert 1 <= int(headers["Retry-After"]) <= 10
+    finally:
+        v.stop()

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from wiresens.binance.signing import verify_ed25519, verify_hmac
-from wiresens.errors import ExchangeError, FixedPointError
+from wiresens.errors import ExchangeError, FixedPointError, RateLimitError
 from wiresens.fixedpoint import from_fixed, to_fixed
 
 from .accounts import Account, ApiKey, VenueAccounts
@@ -383,15 +383,17 @@ class VenueApi:
         c10, c1d, wait = self.limiter.add_order(account.id, t_ms)
         if wait:
             if c10 > self.limiter.limits[1]:
-                raise ExchangeError(
+                raise RateLimitError(
                     -1015,
                     f"Too many new orders; current limit is {self.limiter.limits[1]} orders per 10 SECOND.",
                     429,
+                    wait,
                 )
-            raise ExchangeError(
+            raise RateLimitError(
                 -1015,
                 f"Too many new orders; current limit is {self.limiter.limits[2]} orders per DAY.",
                 429,
+                wait,
             )
         return c10, c1d
 

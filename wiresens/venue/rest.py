@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from wiresens.binance.signing import rest_payload
-from wiresens.errors import ConfigError, ExchangeError
+from wiresens.errors import ConfigError, ExchangeError, RateLimitError
 from wiresens.fixedpoint import from_fixed
 
 from .accounts import Account
@@ -98,7 +98,8 @@ def _endpoint(
             if data is not None:
                 result["data"] = data
             if exc.status == 429:
-                headers["Retry-After"] = "10"
+                wait_s = exc.retry_after if isinstance(exc, RateLimitError) else 10.0
+                headers["Retry-After"] = str(max(1, int(wait_s + 0.999)))
         if counts_order and account is not None:
             c10, c1d = api.limiter.order_counts(account.id, t)
             headers["X-MBX-ORDER-COUNT-10S"] = str(c10)

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from wiresens.binance.signing import ws_payload
-from wiresens.errors import ExchangeError
+from wiresens.errors import ExchangeError, RateLimitError
 
 from .accounts import Account, ApiKey
 from .api import VenueApi, account_position, execution_report, now_ms
@@ -168,12 +168,13 @@ class WsApiSession:
         _, wait = self.api.limiter.add_weight(self.peer, weight, t)
         try:
             if wait:
-                raise ExchangeError(
+                raise RateLimitError(
                     -1003,
                     f"Too much request weight used; current limit is {self.api.limiter.limits[0]} "
                     "request weight per 1 MINUTE. Please use WebSocket Streams for live updates "
                     "to avoid polling the API.",
                     429,
+                    wait,
                 )
             if not isinstance(method, str):
                 raise ExchangeError(
@@ -290,6 +291,9 @@ class WsApiSession:
     def _error(self, rid: Any, exc: ExchangeError, t: int, account: Account | None) -> str:
         err: dict[str, Any] = {"code": exc.code, "msg": exc.msg}
         data = getattr(exc, "data", None)
+        if data is None and isinstance(exc, RateLimitError):
+            # As Binance: when to retry, epoch ms (the client must not send before).
+            data = {"serverTime": t, "retryAfter": t + int(exc.retry_after * 1000 + 0.999)}
         if data is not None:
             err["data"] = data
         return _encode(
