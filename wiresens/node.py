@@ -595,10 +595,11 @@ class Node:
         missing = [s for s in wanted if s not in carried]
         if missing:
             raise ConfigError(
-                f"symbols {', '.join(missing)} are not carried by node "
-                f"{self.cfg.node.name!r}'s feed (it carries {', '.join(carried)}): trade "
-                "those, or add the symbols to [feed] symbols in its node.toml and restart it, "
-                "or apply the policy to a node that carries them"
+                f"the feed of node {self.cfg.node.name!r} does not carry "
+                f"{', '.join(missing)} (it carries {', '.join(carried)}): add "
+                f"{'it' if len(missing) == 1 else 'them'} to [feed] symbols in its node.toml "
+                "and restart the node, or apply the policy to a node that carries "
+                f"{'it' if len(missing) == 1 else 'them'}"
             )
         if self.cfg.account_index(pcfg.account) != 0:
             # execution's per-account books are laid out at start for node.toml policies
