@@ -439,7 +439,7 @@ def watch(
                 raise _fail(str(data.get("detail")), 2)
             if event == "error":
                 raise _fail(
-                    f"control plane at {c.ctx.server} is up but etcd is down: {data.get('detail')}",
+                    f"control plane at {c.ctx.server} lost etcd: {data.get('detail')}",
                     5,
                 )
             if event == "hello":
