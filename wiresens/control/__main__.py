@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 from .agent import NodeAgent
 from .models import PolicySpec
+from .store import EtcdAccess
 
 
 def _names(values: Iterable[PolicySpec]) -> str:
@@ -26,8 +27,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--prefix", default="/wiresens")
     ap.add_argument("--node", required=True)
     ap.add_argument("--ttl", type=int, default=5)
+    ap.add_argument("--etcd-user", default="", help="etcd user (auth enabled)")
+    ap.add_argument("--etcd-password-file", default="", help="file with its password")
+    ap.add_argument("--etcd-ca", default="", help="CA bundle of etcd's certificate (TLS)")
     args = ap.parse_args(argv)
-    agent = NodeAgent(args.etcd, args.prefix, args.node, {"stand_in": True}, ttl=args.ttl)
+    access = EtcdAccess(
+        user=args.etcd_user, password_file=args.etcd_password_file, ca_file=args.etcd_ca
+    )
+    agent = NodeAgent(
+        args.etcd, args.prefix, args.node, {"stand_in": True}, ttl=args.ttl, access=access
+    )
     # SIGTERM says goodbye like Ctrl-C (the node shows Stopped); SIGKILL leaves it Lost
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     agent.start()
