@@ -60,8 +60,10 @@ def writer_holds(directory: Path) -> bool:
 class SinkActor(Actor):
     """One sink (``"kafka"`` or ``"postgres"``) fed from the event log in ``event_log_dir``.
 
-    ``options`` is the sink's config table; ``backoff_s`` (min, max) overrides the
-    runner's retry backoff (tests use it to make a retry wait outlast the drain bound).
+    ``options`` is the sink's config table (Kafka: ``bootstrap_servers``, ``topic_prefix``,
+    ``client_id``, and ``timeout_s``, the write timeout, 15 s by default); ``backoff_s``
+    (min, max) overrides the runner's retry backoff (tests use it to make a retry wait
+    outlast the drain bound).
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class SinkActor(Actor):
                 name="kafka",
                 prefix=self.options.get("topic_prefix", "wiresens"),
                 client_id=self.options.get("client_id", "wiresens-sidecar"),
+                timeout_s=float(self.options.get("timeout_s", 15.0)),
             )
         from wiresens.sinks.postgres import PostgresSink
 

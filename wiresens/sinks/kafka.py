@@ -272,7 +272,11 @@ class KafkaSink:
             if b.record_count():
                 futures.append(await producer.send_batch(b, tp[0], partition=tp[1]))
         if futures:
-            await asyncio.gather(*futures)
+            # Every future's outcome is taken (an exception left unretrieved is printed at
+            # exit); the first failure fails the write.
+            for result in await asyncio.gather(*futures, return_exceptions=True):
+                if isinstance(result, BaseException):
+                    raise result
         self.messages += sent
 
 
