@@ -282,6 +282,7 @@ class Execution(Actor):
             if now >= self._next_status:
                 self._next_status = now + STATUS_EVERY_NS
                 self._auto_kill(now)
+                self._enforce_kill()
                 self.publish_status()
                 if self.ack_timeout_ns:
                     self._chase_unanswered(now)
@@ -505,6 +506,15 @@ class Execution(Actor):
             "kill switch engaged", policy=policy, reason=reason, cancels_sent=sent
         )
         self.publish_status()
+
+    def _enforce_kill(self) -> None:
+        """Cancel again what the kill switch covers and is working again: a cancel the
+        exchange refused or lost, after which a status answer showed the order NEW."""
+        if self.kill.node:
+            self.cancel_all(None)
+        else:
+            for p in self.kill.policies:
+                self.cancel_all(p)
 
     def _auto_kill(self, now: int) -> None:
         if self.feed_stale_ns and not self.kill.node:
