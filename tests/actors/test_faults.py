@@ -521,6 +521,9 @@ def test_kill_switch_during_reconnect_cancels_every_order_once_reconnected(rig: 
     r.kill_switch()
     r.wait("killed", lambda: r.status()["killed"])
     assert all(o["status"] == "NEW" for o in r.venue_orders().values())  # cancels wait
+    # And the first cancel after the reconnect fails (500, not executed): that order must
+    # be cancelled all the same.
+    r.faults.error(1, scope="cancels")
     blocked = r.new()
     # The policy never sent these cancels (the switch did), so "agree" alone could hold
     # before they go out: wait for the cancels themselves.
@@ -534,6 +537,7 @@ def test_kill_switch_during_reconnect_cancels_every_order_once_reconnected(rig: 
     assert r.statuses([blocked]) == [ExecStatus.REJECTED]
     assert RejectReason(r.order(blocked).reason) == RejectReason.KILL_SWITCH
     assert r.status()["killed"] and r.status()["open_orders"] == 0
+    assert r.faults.state()["injected"] == {"error": 1}
 
 
 def test_5xx_and_malformed_frames_are_queried_and_nothing_is_lost(rig: Any) -> None:

@@ -18,8 +18,8 @@ Faults (``NAME``: parameters):
 * ``reject`` (``n``): the next ``n`` new orders are rejected (-2010), not placed.
 * ``error`` (``n``, ``execute``, ``events``, ``scope``): the next ``n`` requests get
   HTTP 500 (REST) or an internal-error frame (WebSocket API, status 500, -1000).
-  ``scope`` is ``"orders"`` (new orders only, the default) or ``"all"`` (any request
-  but the admin API and the session setup). With ``execute`` the order is placed
+  ``scope`` is ``"orders"`` (new orders only, the default), ``"cancels"`` (order
+  cancels only) or ``"all"`` (any request but the admin API and the session setup). With ``execute`` the order is placed
   before the error is returned: Binance's "execution status unknown".
 * ``delay`` (``ms``, ``n``): the next ``n`` new orders are placed at once but their
   responses are sent ``ms`` later.
@@ -94,7 +94,7 @@ class Faults:
         self.error_left = 0
         self.error_execute = False
         self.error_events = True
-        self.error_all = False
+        self.error_scope = "orders"
         self.delay_left = 0
         self.delay_s = 0.0
         self.drop_acks_left = 0
@@ -152,10 +152,12 @@ class Faults:
             self.reject_left = n
         elif name == "error":
             scope = spec.get("scope", "orders")
-            if scope not in ("orders", "all"):
-                raise ConfigError(f"fault 'error': scope {scope!r} must be 'orders' or 'all'")
+            if scope not in ("orders", "cancels", "all"):
+                raise ConfigError(
+                    f"fault 'error': scope {scope!r} must be 'orders', 'cancels' or 'all'"
+                )
             self.error_left, self.error_execute = n, bool(spec.get("execute", False))
-            self.error_events, self.error_all = events, scope == "all"
+            self.error_events, self.error_scope = events, scope
         elif name == "delay":
             self.delay_left, self.delay_s = n, float(spec.get("ms", 100)) / 1000.0
         elif name == "drop_acks":
@@ -206,9 +208,11 @@ class Faults:
     def _count(self, kind: str) -> None:
         self.injected[kind] = self.injected.get(kind, 0) + 1
 
-    def on_request(self) -> OrderFault | None:
-        """Any request but a new order (``error`` with scope ``all``)."""
-        if self.error_left and self.error_all:
+    def on_request(self, cancel: bool = False) -> OrderFault | None:
+        """Any request but a new order (``error`` with scope ``all``, or ``cancels`` when
+        ``cancel``: an order cancel)."""
+        scope = self.error_scope
+        if self.error_left and (scope == "all" or (cancel and scope == "cancels")):
             self.error_left -= 1
             self._count("error")
             return OrderFault("error", execute=self.error_execute, events=self.error_events)
@@ -237,7 +241,7 @@ class Faults:
             self.reject_left -= 1
             self._count("reject")
             return OrderFault("reject", execute=False)
-        if self.error_left:
+        if self.error_left and self.error_scope != "cancels":
             self.error_left -= 1
             self._count("error")
             return OrderFault("error", execute=self.error_execute, events=self.error_events)

@@ -49,6 +49,7 @@ def _endpoint(
     signed: bool,
     fn: Handler,
     counts_order: bool = False,
+    cancel: bool = False,
 ) -> Callable[[Request], Awaitable[Response]]:
     async def handle(request: Request) -> Response:
         faults = api.faults
@@ -86,7 +87,7 @@ def _endpoint(
                 fault = (
                     faults.on_new_order(params.get("newClientOrderId", ""))
                     if counts_order
-                    else faults.on_request()
+                    else faults.on_request(cancel)
                 )
                 if fault is not None:
                     return await _faulty(api, fault, lambda: fn(params, account, t), headers)
@@ -185,7 +186,7 @@ def routes(api: VenueApi) -> list[Route]:
         ),
         Route(
             "/api/v3/order",
-            E(api, 1, True, lambda p, a, t: api.cancel(_a(a), p, t)),
+            E(api, 1, True, lambda p, a, t: api.cancel(_a(a), p, t), cancel=True),
             methods=["DELETE"],
         ),
         Route(

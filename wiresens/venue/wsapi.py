@@ -203,7 +203,7 @@ class WsApiSession:
                 fault = (
                     faults.on_new_order(params.get("newClientOrderId", ""))
                     if method in _NEW_ORDER
-                    else faults.on_request()
+                    else faults.on_request(method == "order.cancel")
                 )
                 if fault is not None:
                     acc = account
