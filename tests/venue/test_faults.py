@@ -220,12 +220,21 @@ def test_ws_api_order_faults(fv: RunningVenue) -> None:
         await asyncio.sleep(1.05)  # backing off as told: no ban
         resp = await s.request("order.place", _signed(_order_params("s1b")))
         assert resp["status"] == 200
+        # scope "cancels": a new order passes, the cancel fails (and is not executed).
+        fc.error(1, scope="cancels")
+        resp = await s.request("order.place", _signed(_order_params("c1")))
+        assert resp["status"] == 200
+        cancel = {"symbol": "BTCUSDT", "origClientOrderId": "c1"}
+        resp = await s.request("order.cancel", _signed(cancel))
+        assert resp["status"] == 500 and _venue_order(fc, "c1")["status"] == "NEW"  # type: ignore[index]
+        resp = await s.request("order.cancel", _signed(cancel))
+        assert resp["status"] == 200 and resp["result"]["status"] == "CANCELED"
         await s.ws.close()
 
     asyncio.run(run())
     state = fc.state()
     assert state["answered_418"] == 0 and state["violations"] == 0
-    assert state["injected"] == {"drop_acks": 1, "malformed": 1, "delay": 1, "error": 1, "storm": 1}
+    assert state["injected"] == {"drop_acks": 1, "malformed": 1, "delay": 1, "error": 2, "storm": 1}
     assert all(n == 1 for n in state["new_orders"].values())
 
 
