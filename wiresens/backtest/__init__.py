@@ -25,10 +25,11 @@ from .data import (
     from_eventlog,
     from_recordings,
     from_synthetic,
+    merge_markets,
     read_binance_csv,
 )
 from .engine import FILL_DTYPE, ORDER_DTYPE, SAMPLE_DTYPE, Simulation
-from .parity import ParityReport, check_parity, policy_factory
+from .parity import ParityReport, check_parity, entry_latencies, policy_factory
 from .results import Result, compute_stats
 
 __all__ = [
@@ -41,12 +42,14 @@ __all__ = [
     "Result",
     "Simulation",
     "check_parity",
+    "entry_latencies",
     "from_csv",
     "from_eventlog",
     "from_recordings",
     "from_synthetic",
     "load_config",
     "load_market",
+    "merge_markets",
     "policy_factory",
     "read_binance_csv",
     "run",
@@ -59,31 +62,48 @@ def _path(cfg: BacktestConfig, p: str) -> str:
 
 
 def load_market(cfg: BacktestConfig) -> MarketData:
-    """Load ``[data]`` into numpy columns (the loading stage, timed apart from the run)."""
-    d = cfg.data
-    inst = cfg.instrument
-    if d.source == "synthetic":
-        md = from_synthetic(
-            cfg.seed,
-            d.steps,
-            symbol=inst.symbol,
-            mid=d.mid,
-            tick=inst.tick_size,
-            step=inst.step_size,
-            levels=d.levels,
-            interval_ms=d.interval_ms,
-            start_ms=d.start_ms,
-        )
-    elif d.source == "recording":
-        md = from_recordings([_path(cfg, p) for p in d.paths], inst.symbol, d.market)
-    elif d.source == "csv":
-        md = from_csv([_path(cfg, p) for p in d.paths], inst.symbol, d.csv_kind)
-    else:
-        if len(d.paths) != 1:
-            from wiresens.errors import ConfigError
+    """Load ``[data]`` into numpy columns (the loading stage, timed apart from the run).
 
-            raise ConfigError("data.paths: an eventlog source takes exactly one log directory")
-        md = from_eventlog(_path(cfg, d.paths[0]), 1, inst.symbol)
+    Several ``[[instruments]]``: the synthetic source runs one market per symbol (seed
+    ``seed + i``), the eventlog source reads each symbol's records (the log's symbol
+    ``i + 1``); both are merged in exchange-time order. Recordings and CSV files hold
+    one symbol each: use one instrument per run for them.
+    """
+    d = cfg.data
+    insts = cfg.symbols()
+    if len(insts) > 1 and d.source in ("recording", "csv"):
+        from wiresens.errors import ConfigError
+
+        raise ConfigError(
+            f"data.source = {d.source!r} replays one symbol: give one [instrument] "
+            "(several [[instruments]] work with the synthetic and eventlog sources)"
+        )
+    if d.source == "eventlog" and len(d.paths) != 1:
+        from wiresens.errors import ConfigError
+
+        raise ConfigError("data.paths: an eventlog source takes exactly one log directory")
+    parts = []
+    for i, inst in enumerate(insts):
+        if d.source == "synthetic":
+            md = from_synthetic(
+                cfg.seed + i,
+                d.steps,
+                symbol=inst.symbol,
+                mid=d.mid,
+                tick=inst.tick_size,
+                step=inst.step_size,
+                levels=d.levels,
+                interval_ms=d.interval_ms,
+                start_ms=d.start_ms,
+            )
+        elif d.source == "recording":
+            md = from_recordings([_path(cfg, p) for p in d.paths], inst.symbol, d.market)
+        elif d.source == "csv":
+            md = from_csv([_path(cfg, p) for p in d.paths], inst.symbol, d.csv_kind)
+        else:
+            md = from_eventlog(_path(cfg, d.paths[0]), i + 1, inst.symbol)
+        parts.append(md)
+    md = merge_markets(parts)
     return md.head(d.limit) if d.limit else md
 
 

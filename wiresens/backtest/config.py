@@ -9,7 +9,8 @@ One file describes one run::
     source = "synthetic"          # synthetic | recording | csv | eventlog
     steps = 20000
 
-    [instrument]                  # exchange filters (decimal strings)
+    [instrument]                  # exchange filters (decimal strings); several symbols:
+                                  # [[instruments]] tables instead
     symbol = "BTCUSDT"
     tick_size = "0.01"
 
@@ -102,16 +103,21 @@ class LatencyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ``feed_ns``; ``"constant"`` uses ``feed_ns`` alone. Order entry (policy to matching
     engine) takes ``entry_ns``, plus for ``entry = "normal"`` a draw of N(0,
     ``entry_jitter_ns``) and for ``"lognormal"`` a draw of exp(N(0, ``sigma``)) scaling
-    ``entry_ns``; never below ``entry_min_ns``. Reports come back after ``response_ns``.
+    ``entry_ns``; ``"recorded"`` replays ``entry_recorded_ns`` in send order; never below
+    ``entry_min_ns``. Reports come back after ``response_ns``.
     """
 
     feed: Literal["constant", "recorded"] = "constant"
     feed_ns: int = 1_000_000
-    entry: Literal["constant", "normal", "lognormal"] = "constant"
+    entry: Literal["constant", "normal", "lognormal", "recorded"] = "constant"
     entry_ns: int = 1_000_000
     entry_jitter_ns: int = 0
     sigma: float = 0.25
     entry_min_ns: int = 0
+    entry_recorded_ns: list[int] = []
+    """``entry = "recorded"``: latencies measured live (e.g. by
+    :func:`wiresens.backtest.parity.entry_latencies` from a node's event log); request
+    ``i`` takes value ``i`` (cycling when there are fewer)."""
     response_ns: int = 1_000_000
     local_ns: int = 10_000
     """Policy -> execution -> policy hop: a request the pre-trade check rejects is
@@ -162,12 +168,24 @@ class BacktestConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     queue: QueueConfig = QueueConfig()
     fees: FeeConfig = FeeConfig()
     policy: PolicyConfig = PolicyConfig()
+    instruments: list[InstrumentConfig] = []
+    """Several symbols in one run (``[[instruments]]``, one table each): the policy sees
+    them as symbols 1..n in this order. Replaces ``[instrument]`` when given."""
     base_dir: str = "."
     """Directory relative paths resolve against (the config file's, when loaded)."""
 
     def __post_init__(self) -> None:
+        if self.latency.entry == "recorded" and not self.latency.entry_recorded_ns:
+            raise ValueError('latency.entry = "recorded" needs latency.entry_recorded_ns')
         if self.sample_interval_ms <= 0:
             raise ValueError("sample_interval_ms must be positive")
+        names = [i.symbol for i in self.instruments]
+        if len(set(names)) != len(names):
+            raise ValueError(f"instruments: a symbol is listed twice in {names}")
+
+    def symbols(self) -> list[InstrumentConfig]:
+        """The traded instruments, symbol 1 first (``[[instruments]]`` or ``[instrument]``)."""
+        return list(self.instruments) or [self.instrument]
 
 
 def load_config(path: str | Path) -> BacktestConfig:

@@ -59,6 +59,7 @@ __all__ = [
     "from_eventlog",
     "from_recordings",
     "from_synthetic",
+    "merge_markets",
     "read_binance_csv",
 ]
 
@@ -85,6 +86,8 @@ class MarketData:
     lvl_px: I64
     lvl_qty: I64
     lvl_side: NDArray[np.uint8]
+    sym: NDArray[np.uint32] | None = None
+    """The 1-based symbol of each event (None: every event is symbol 1)."""
 
     def __len__(self) -> int:
         return int(self.ts_exch.shape[0])
@@ -108,7 +111,8 @@ class MarketData:
 
     @property
     def nbytes(self) -> int:
-        return sum(int(getattr(self, f).nbytes) for f in _COLUMNS)
+        extra = int(self.sym.nbytes) if self.sym is not None else 0
+        return sum(int(getattr(self, f).nbytes) for f in _COLUMNS) + extra
 
     def head(self, n: int) -> MarketData:
         """The first ``n`` events (levels trimmed to match)."""
@@ -119,7 +123,35 @@ class MarketData:
         hi = int(self.lvl_hi[:n].max()) if n else 0
         cols = {f: getattr(self, f)[:n] for f in _EVENT_COLUMNS}
         lv = {f: getattr(self, f)[:hi] for f in _LEVEL_COLUMNS}
-        return MarketData(self.symbol, **cols, **lv)
+        sym = self.sym[:n] if self.sym is not None else None
+        return MarketData(self.symbol, **cols, **lv, sym=sym)
+
+
+def merge_markets(markets: Sequence[MarketData]) -> MarketData:
+    """Several symbols' markets as one table, in exchange-time order (ties keep the
+    order of ``markets``); ``markets[i]`` becomes symbol ``i + 1``."""
+    if len(markets) == 1 and markets[0].sym is None:
+        return markets[0]
+    ts = np.concatenate([m.ts_exch for m in markets])
+    sym = np.concatenate([np.full(len(m), i + 1, dtype=np.uint32) for i, m in enumerate(markets)])
+    order = np.argsort(ts, kind="stable")
+    # Level offsets move by the levels of the markets before.
+    shift = np.cumsum([0] + [len(m.lvl_px) for m in markets[:-1]])
+    lo = np.concatenate([m.lvl_lo + s for m, s in zip(markets, shift, strict=True)])
+    hi = np.concatenate([m.lvl_hi + s for m, s in zip(markets, shift, strict=True)])
+    cols = {
+        f: np.concatenate([getattr(m, f) for m in markets])[order]
+        for f in ("ts_exch", "ts_recv", "kind", "a", "b", "c", "d")
+    }
+    levels = {f: np.concatenate([getattr(m, f) for m in markets]) for f in _LEVEL_COLUMNS}
+    return MarketData(
+        ",".join(m.symbol for m in markets),
+        **cols,
+        lvl_lo=lo[order],
+        lvl_hi=hi[order],
+        **levels,
+        sym=sym[order],
+    )
 
 
 _EVENT_COLUMNS = ("ts_exch", "ts_recv", "kind", "a", "b", "c", "d", "lvl_lo", "lvl_hi")

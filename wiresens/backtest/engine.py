@@ -118,6 +118,8 @@ if [_off(EXECUTION_REPORT, f, 8) for f in _PACKED] != list(range(1, 15)) or [
 _TQ_TS_EXCH, _TQ_TS_RECV = _off(TRADE, "ts_exch", 8), _off(TRADE, "ts_recv", 8)
 _TQ_ID, _TQ_PX, _TQ_QTY = (_off(TRADE, f, 8) for f in ("trade_id", "price", "qty"))
 _TH_FLAGS = _off(TRADE, "flags", 2)
+_TI_SYMBOL = _off(TRADE, "symbol", 4)
+_ER_SYMBOL = _off(EXECUTION_REPORT, "symbol", 4)
 
 _NEW, _CANCEL, _REPLACE = (
     int(RecordKind.ORDER_NEW),
@@ -150,9 +152,11 @@ FILL_DTYPE = np.dtype(
         ("price", "<i8"),
         ("qty", "<i8"),
         ("fee", "<i8"),
+        ("symbol", "<u4"),
     ]
 )
-"""One fill at the venue (``ts`` exchange time; ``side`` 1 buy, 2 sell; fixed point)."""
+"""One fill at the venue (``ts`` exchange time; ``side`` 1 buy, 2 sell; fixed point;
+``symbol`` the 1-based instrument index)."""
 
 ORDER_DTYPE = np.dtype(
     [
@@ -166,6 +170,7 @@ ORDER_DTYPE = np.dtype(
         ("tif", "u1"),
         ("price", "<i8"),
         ("qty", "<i8"),
+        ("symbol", "<u4"),
     ]
 )
 """One request that passed the pre-trade check: sent at local ``ts``, at the venue at
@@ -240,9 +245,13 @@ class _SimOrder:
         "price",
         "qty",
         "side",
+        "sym",
     )
 
-    def __init__(self, cid: int, exch_id: int, side: int, price: int, qty: int) -> None:
+    def __init__(
+        self, cid: int, exch_id: int, side: int, price: int, qty: int, sym: int = _SYM
+    ) -> None:
+        self.sym = sym
         self.cid = cid
         self.exch_id = exch_id
         self.side = side
@@ -252,6 +261,34 @@ class _SimOrder:
         self.cum_qty = 0
         self.cum_quote = 0
         self.ahead = 0
+
+
+class _Book:
+    """One symbol's venue state: market levels, our resting orders by price, quantity
+    taken at a price since the market last set it, and the replayed top."""
+
+    __slots__ = (
+        "asks",
+        "best_ask",
+        "best_bid",
+        "bids",
+        "rest_a",
+        "rest_b",
+        "sym",
+        "traded_a",
+        "traded_b",
+    )
+
+    def __init__(self, sym: int) -> None:
+        self.sym = sym
+        self.bids: dict[int, int] = {}
+        self.asks: dict[int, int] = {}
+        self.rest_b: dict[int, list[_SimOrder]] = {}
+        self.rest_a: dict[int, list[_SimOrder]] = {}
+        self.traded_b: dict[int, int] = {}
+        self.traded_a: dict[int, int] = {}
+        self.best_bid = 0
+        self.best_ask = 0
 
 
 class _Sink:
@@ -286,9 +323,17 @@ class Simulation:
         self.entry = EntryLatency(cfg.latency, cfg.seed)
         self._arrival = self.entry.arrival
         self.response_ns = cfg.latency.response_ns
-        self.instruments = InstrumentTable([cfg.instrument.instrument()])
+        insts = [i.instrument() for i in cfg.symbols()]
+        self.nsym = len(insts)
+        md_syms = int(md.sym.max()) if md.sym is not None and len(md) else 1
+        if md_syms > self.nsym:
+            raise ValueError(
+                f"the market data holds symbol {md_syms}, the config names {self.nsym} "
+                "instrument(s): add them as [[instruments]]"
+            )
+        self.instruments = InstrumentTable(insts)
         # check_filters indexes by the records' 1-based symbol; slot 0 is None.
-        self._risk_table: list[Any] = [None, cfg.instrument.instrument()]
+        self._risk_table: list[Any] = [None, *insts]
         self.local_ns = cfg.latency.local_ns
         self.clock = _Clock()
         ctx = PolicyContext(
@@ -296,7 +341,7 @@ class Simulation:
             name=cfg.policy.name,
             sink=_Sink(self),
             instruments=self.instruments,  # type: ignore[arg-type]
-            symbols=[_SYM],
+            symbols=list(range(1, self.nsym + 1)),
             account=cfg.policy.account,
             clock=self.clock,
         )
@@ -310,18 +355,11 @@ class Simulation:
         # so two runs of the same inputs produce the same ids (determinism).
         start_s = int(md.ts_exch[0]) // 1_000_000_000 if len(md) else 0
         self.policy._ids = ClOrdIdGen(cfg.policy.policy_id, now_s=start_s)
-        # Venue state.
-        self.bids: dict[int, int] = {}
-        self.asks: dict[int, int] = {}
-        self.rest_b: dict[int, list[_SimOrder]] = {}
-        self.rest_a: dict[int, list[_SimOrder]] = {}
-        self.traded_b: dict[int, int] = {}
-        self.traded_a: dict[int, int] = {}
+        # Venue state, one book per symbol (index 0 unused: symbols are 1-based).
+        self.books: list[_Book] = [_Book(s) for s in range(self.nsym + 1)]
         self.by_cid: dict[int, _SimOrder] = {}
-        self.best_bid = 0
-        self.best_ask = 0
         self.arrivals: list[tuple[int, int, tuple[int, ...]]] = []
-        self.reports: list[tuple[int, int, tuple[int, ...]]] = []
+        self.reports: list[tuple[int, int, int, tuple[int, ...]]] = []
         self.seq = 0
         self.exch_seq = 0
         self.trade_seq = 0
@@ -330,7 +368,9 @@ class Simulation:
         self.fills = _Rows(FILL_DTYPE)
         self.orders = _Rows(ORDER_DTYPE)
         self.samples = _Rows(SAMPLE_DTYPE)
-        self.position = 0
+        self.pos = [0] * (self.nsym + 1)
+        """Position per symbol (fixed point base)."""
+        self.mids = [0] * (self.nsym + 1)
         self.cash_raw = 0  # quote x 1e16: exact
         self.fee_total = 0
         self.volume = 0
@@ -359,6 +399,7 @@ class Simulation:
         self._er_b = memoryview(self._er).cast("B")  # type: ignore[arg-type]
         self._er_q = self._er_b.cast("q")
         self._er_h = self._er_b.cast("h")
+        self._er_i = self._er_b.cast("I")
         self._tr = np.zeros(1, TRADE)
         self._tr["kind"] = int(RecordKind.TRADE)
         self._tr["version"] = SCHEMA_VERSION[RecordKind.TRADE]
@@ -367,6 +408,7 @@ class Simulation:
         trb = memoryview(self._tr).cast("B")  # type: ignore[arg-type]
         self._tr_q = trb.cast("q")
         self._tr_h = trb.cast("H")
+        self._tr_i = trb.cast("I")
 
     # -- the policy side ---------------------------------------------------------------
 
@@ -386,6 +428,7 @@ class Simulation:
                 # Execution rejects locally: a ring hop back, no venue round trip.
                 self.risk_rejects += 1
                 self._report(
+                    symbol,
                     now,
                     now + self.local_ns,
                     cid,
@@ -412,7 +455,7 @@ class Simulation:
         self.seq += 1
         arrival = self._arrival(now)
         rows = self.orders.rows
-        rows.append((now, arrival, kind, cid, orig, side, otype, req[8], price, qty))
+        rows.append((now, arrival, kind, cid, orig, side, otype, req[8], price, qty, symbol))
         if len(rows) >= _CHUNK:
             self.orders.flush()
         heapq.heappush(self.arrivals, (arrival, self.seq, req))
@@ -420,6 +463,7 @@ class Simulation:
 
     def _report(
         self,
+        sym: int,
         ts_exch: int,
         deliver: int,
         cid: int,
@@ -445,6 +489,7 @@ class Simulation:
             (
                 deliver,
                 self.seq,
+                sym,
                 (
                     ts_exch,
                     deliver,
@@ -471,8 +516,9 @@ class Simulation:
             ),
         )
 
-    def _deliver_report(self, fields: tuple[int, ...]) -> None:
+    def _deliver_report(self, sym: int, fields: tuple[int, ...]) -> None:
         # One struct call writes ts_exch..error_code.
+        self._er_i[_ER_SYMBOL] = sym
         _PACK_REPORT(self._er_b, 8, *fields)
         self.clock.now = fields[1]
         self.policy.deliver_execution(self._er_void, self._er_b)
@@ -489,19 +535,20 @@ class Simulation:
         o.cum_quote += notional
         self.trade_seq += 1
         rows = self.fills.rows
-        rows.append((ts, o.cid, o.side, 1 if maker else 0, px, qty, fee))
+        rows.append((ts, o.cid, o.side, 1 if maker else 0, px, qty, fee, o.sym))
         if len(rows) >= _CHUNK:
             self.fills.flush()
         if o.side == _BUY:
-            self.position += qty
+            self.pos[o.sym] += qty
             self.cash_raw -= raw
         else:
-            self.position -= qty
+            self.pos[o.sym] -= qty
             self.cash_raw += raw
         self.fee_total += fee
         self.volume += notional
         status = S_FILLED if o.leaves == 0 else S_PART
         self._report(
+            o.sym,
             ts,
             ts + self.response_ns,
             o.cid,
@@ -523,30 +570,31 @@ class Simulation:
         )
 
     def _unrest(self, o: _SimOrder) -> None:
-        rest = self.rest_b if o.side == _BUY else self.rest_a
+        bk = self.books[o.sym]
+        rest = bk.rest_b if o.side == _BUY else bk.rest_a
         lst = rest.get(o.price)
         if lst is not None:
             lst.remove(o)
             if not lst:
                 del rest[o.price]
-                (self.traded_b if o.side == _BUY else self.traded_a).pop(o.price, None)
+                (bk.traded_b if o.side == _BUY else bk.traded_a).pop(o.price, None)
         self.by_cid.pop(o.cid, None)
 
     def _fill_resting_all(self, o: _SimOrder, ts: int) -> None:
         self._fill(o, o.leaves, o.price, True, ts)
         self._unrest(o)
 
-    def _cross_check(self, ts: int) -> None:
+    def _cross_check(self, bk: _Book, ts: int) -> None:
         """The market moved onto resting orders: they trade as makers at their price."""
-        ba = self.best_ask
-        if ba and self.rest_b:
-            for p in [p for p in self.rest_b if p >= ba]:
-                for o in list(self.rest_b[p]):
+        ba = bk.best_ask
+        if ba and bk.rest_b:
+            for p in [p for p in bk.rest_b if p >= ba]:
+                for o in list(bk.rest_b[p]):
                     self._fill_resting_all(o, ts)
-        bb = self.best_bid
-        if bb and self.rest_a:
-            for p in [p for p in self.rest_a if p <= bb]:
-                for o in list(self.rest_a[p]):
+        bb = bk.best_bid
+        if bb and bk.rest_a:
+            for p in [p for p in bk.rest_a if p <= bb]:
+                for o in list(bk.rest_a[p]):
                     self._fill_resting_all(o, ts)
 
     def _level_changed(
@@ -562,12 +610,12 @@ class Simulation:
         for o in rest[p]:
             o.ahead = self.queue.on_cancel(o.ahead, old - t, cancelled, new)
 
-    def _on_trade(self, px: int, qty: int, buyer_maker: int, ts: int) -> None:
+    def _on_trade(self, bk: _Book, px: int, qty: int, buyer_maker: int, ts: int) -> None:
         # The seller took when the buyer was the maker: the trade hit the bids.
         if buyer_maker:
-            rest, traded, through = self.rest_b, self.traded_b, [p for p in self.rest_b if p > px]
+            rest, traded, through = bk.rest_b, bk.traded_b, [p for p in bk.rest_b if p > px]
         else:
-            rest, traded, through = self.rest_a, self.traded_a, [p for p in self.rest_a if p < px]
+            rest, traded, through = bk.rest_a, bk.traded_a, [p for p in bk.rest_a if p < px]
         for p in through:
             for o in list(rest[p]):
                 self._fill_resting_all(o, ts)
@@ -592,13 +640,14 @@ class Simulation:
                 break
 
     def _arrive(self, req: tuple[int, ...], ts: int) -> None:
-        kind, _, cid, orig, price, qty, side, _, _ = req
+        kind, sym, cid, orig, price, qty, side, _, _ = req
         back = ts + self.response_ns
         if kind in (_CANCEL, _REPLACE):
             o = self.by_cid.get(orig)
             if o is None:
                 self.venue_rejects += 1
                 self._report(
+                    sym,
                     ts,
                     back,
                     cid,
@@ -622,6 +671,7 @@ class Simulation:
             self._unrest(o)
             if kind == _CANCEL:
                 self._report(
+                    o.sym,
                     ts,
                     back,
                     cid,
@@ -643,6 +693,7 @@ class Simulation:
                 )
                 return
             self._report(
+                o.sym,
                 ts,
                 back,
                 orig,
@@ -665,14 +716,15 @@ class Simulation:
         self._new(req, ts, back)
 
     def _new(self, req: tuple[int, ...], ts: int, back: int) -> None:
-        _, _, cid, _, px, qty, side, otype, tif = req
+        _, sym, cid, _, px, qty, side, otype, tif = req
+        bk = self.books[sym]
         limit = px
         buy = side == _BUY
-        book = self.asks if buy else self.bids
+        book = bk.asks if buy else bk.bids
         if otype == _MARKET:
             px = _BIG if buy else 0
         # The replayed top bounds what can cross (taken levels only move it away).
-        top = self.best_ask if buy else self.best_bid
+        top = bk.best_ask if buy else bk.best_bid
         if top and (px < top if buy else px > top):
             crossing: list[int] = []
         else:
@@ -682,10 +734,11 @@ class Simulation:
                 else sorted((p for p in book if p >= px), reverse=True)
             )
         self.exch_seq += 1
-        o = _SimOrder(cid, self.exch_seq, side, limit, qty)
+        o = _SimOrder(cid, self.exch_seq, side, limit, qty, sym)
         if otype == _LIMIT_MAKER and crossing:
             self.venue_rejects += 1
             self._report(
+                bk.sym,
                 ts,
                 back,
                 cid,
@@ -707,10 +760,29 @@ class Simulation:
             )
             return
         self._report(
-            ts, back, cid, 0, o.exch_id, side, o.price, qty, 0, 0, 0, 0, 0, 0, S_NEW, X_NEW, 0, 0
+            bk.sym,
+            ts,
+            back,
+            cid,
+            0,
+            o.exch_id,
+            side,
+            o.price,
+            qty,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            S_NEW,
+            X_NEW,
+            0,
+            0,
         )
         if tif == _FOK and sum(book[p] for p in crossing) < qty:
             self._report(
+                bk.sym,
                 ts,
                 back,
                 cid,
@@ -746,6 +818,7 @@ class Simulation:
             return
         if otype == _MARKET or tif in (_IOC, _FOK):
             self._report(
+                bk.sym,
                 ts,
                 back,
                 cid,
@@ -766,9 +839,9 @@ class Simulation:
                 0,
             )
             return
-        own = self.bids if buy else self.asks
+        own = bk.bids if buy else bk.asks
         o.ahead = own.get(o.price, 0)
-        rest = self.rest_b if buy else self.rest_a
+        rest = bk.rest_b if buy else bk.rest_a
         lst = rest.get(o.price)
         if lst is None:
             rest[o.price] = [o]
@@ -803,16 +876,18 @@ class Simulation:
         c_start = time.process_time()
         local = feed_times(md.ts_exch, md.ts_recv, self.cfg.latency)
         kind = md.kind
-        # The policy hears about a book event only when the top changed.
+        # The policy hears about a book event only when its symbol's top changed.
         book_ev = kind != 1
         tops = np.stack((md.a, md.b, md.c, md.d), axis=1)
         changed = np.zeros(n, dtype=bool)
-        idx = np.flatnonzero(book_ev)
-        if len(idx):
-            bt = tops[idx]
-            ch = np.ones(len(idx), dtype=bool)
-            ch[1:] = (bt[1:] != bt[:-1]).any(axis=1)
-            changed[idx] = ch
+        sym_col = md.sym if md.sym is not None else np.ones(n, dtype=np.uint32)
+        for s in range(1, self.nsym + 1):
+            idx = np.flatnonzero(book_ev & (sym_col == s))
+            if len(idx):
+                bt = tops[idx]
+                ch = np.ones(len(idx), dtype=bool)
+                ch[1:] = (bt[1:] != bt[:-1]).any(axis=1)
+                changed[idx] = ch
         deliver = changed | ~book_ev
         # Python lists: indexing them is several times cheaper than numpy scalars.
         E = md.ts_exch.tolist()
@@ -823,15 +898,22 @@ class Simulation:
         PX, QT, SD = md.lvl_px.tolist(), md.lvl_qty.tolist(), md.lvl_side.tolist()
         DV = deliver.tolist()
         TSR = md.ts_recv.tolist()
+        SY = sym_col.tolist()
 
         policy = self.policy
         clock = self.clock
-        bids, asks = self.bids, self.asks
-        rest_b, rest_a = self.rest_b, self.rest_a
+        books = self.books
+        cur = 1  # the symbol whose book the locals below hold
+        bk = books[cur]
+        bids, asks = bk.bids, bk.asks
+        rest_b, rest_a = bk.rest_b, bk.rest_a
         arrivals, reports = self.arrivals, self.reports
-        view = TopOfBook()
+        # One view per symbol, updated in place (as the live host does).
+        views = [TopOfBook() for _ in range(self.nsym + 1)]
+        mids = self.mids
         tr_q, tr_h, tr_void = self._tr_q, self._tr_h, self._tr_void
-        er_b, er_void = self._er_b, self._er_void
+        tr_i = self._tr_i
+        er_b, er_void, er_i = self._er_b, self._er_void, self._er_i
         pack_report = _PACK_REPORT
         heappop = heapq.heappop
         deliver_execution = policy.deliver_execution
@@ -847,7 +929,6 @@ class Simulation:
         next_timer = (L[0] + timer_ns) if (timer_ns and n) else _BIG
         sample_ns = self.cfg.sample_interval_ms * 1_000_000
         next_sample = L[0] if n else _BIG
-        mid = 0
         tick_mask = self._progress_mask
         # The event lists hold millions of objects: keep them out of the cyclic GC's full
         # collections, which would otherwise walk them again and again during the run.
@@ -875,9 +956,14 @@ class Simulation:
                 if te == m:
                     k = K[ie]
                     self.now_exch = te
+                    if SY[ie] != cur:
+                        cur = SY[ie]
+                        bk = books[cur]
+                        bids, asks = bk.bids, bk.asks
+                        rest_b, rest_a = bk.rest_b, bk.rest_a
                     if k == 1:
                         if rest_b or rest_a:
-                            self._on_trade(A[ie], B[ie], C[ie], te)
+                            self._on_trade(bk, A[ie], B[ie], C[ie], te)
                     else:
                         if k == RESET:
                             bids.clear()
@@ -889,7 +975,7 @@ class Simulation:
                             if SD[j] == 1:
                                 if p in rest_b:
                                     old = bids.get(p, 0)
-                                    self._level_changed(rest_b, self.traded_b, p, old, q)
+                                    self._level_changed(rest_b, bk.traded_b, p, old, q)
                                 if q:
                                     bids[p] = q
                                 else:
@@ -897,22 +983,22 @@ class Simulation:
                             else:
                                 if p in rest_a:
                                     old = asks.get(p, 0)
-                                    self._level_changed(rest_a, self.traded_a, p, old, q)
+                                    self._level_changed(rest_a, bk.traded_a, p, old, q)
                                 if q:
                                     asks[p] = q
                                 else:
                                     asks.pop(p, None)
-                        self.best_bid = A[ie]
-                        self.best_ask = C[ie]
+                        bk.best_bid = A[ie]
+                        bk.best_ask = C[ie]
                         if rest_b or rest_a:
-                            self._cross_check(te)
+                            self._cross_check(bk, te)
                     ie += 1
                 elif ta == m:
                     t_arr, _, req = heappop(arrivals)
                     self._arrive(req, t_arr)
                 elif tr == m:
                     # _deliver_report inlined (one frame less per report).
-                    fields = heappop(reports)[2]
+                    _, _, er_i[_ER_SYMBOL], fields = heappop(reports)
                     pack_report(er_b, 8, *fields)
                     clock.now = fields[1]
                     deliver_execution(er_void, er_b)
@@ -921,7 +1007,7 @@ class Simulation:
                     policy.deliver_timer(next_timer)
                     next_timer += timer_ns
             if tl >= next_sample:
-                self._sample(next_sample, mid)
+                self._sample(next_sample)
                 next_sample += sample_ns
                 if tl >= next_sample:
                     next_sample = tl - (tl - next_sample) % sample_ns
@@ -935,18 +1021,21 @@ class Simulation:
                         tr_q[_TQ_QTY] = B[il]
                         tr_h[_TH_FLAGS] = C[il]
                         tr_q[_TQ_ID] = D[il]
+                        tr_i[_TI_SYMBOL] = sy = SY[il]
                         self.trade_calls += 1
-                        policy.deliver_trade(_SYM, tr_void)
+                        policy.deliver_trade(sy, tr_void)
                 else:
+                    sy = SY[il]
+                    view = views[sy]
                     view.bid_px = bp = A[il]
                     view.bid_qty = B[il]
                     view.ask_px = ap = C[il]
                     view.ask_qty = D[il]
                     view.ts = tl
                     if bp and ap:
-                        mid = (bp + ap) >> 1
+                        mids[sy] = (bp + ap) >> 1
                     self.book_calls += 1
-                    deliver_book(_SYM, view)
+                    deliver_book(sy, view)
             if progress is not None and not il & tick_mask:
                 progress(il, n)
         end = L[-1] if n else 0
@@ -955,7 +1044,7 @@ class Simulation:
         clock.now = max(clock.now, end)
         policy.stop()
         self._drain(_BIG)
-        self._sample(max(end, clock.now), mid)
+        self._sample(max(end, clock.now))
         self.events = md.market_events
         self.run_s = time.perf_counter() - t_start
         self.cpu_s = time.process_time() - c_start
@@ -973,15 +1062,24 @@ class Simulation:
                 t_arr, _, req = heapq.heappop(arrivals)
                 self._arrive(req, t_arr)
             else:
-                _, _, fields = heapq.heappop(reports)
-                self._deliver_report(fields)
+                _, _, sym, fields = heapq.heappop(reports)
+                self._deliver_report(sym, fields)
 
-    def _sample(self, ts: int, mid: int) -> None:
-        equity = (self.cash_raw + self.position * mid) // SCALE - self.fee_total
+    def _sample(self, ts: int) -> None:
+        # Every symbol's position at its last mid (one quote asset across symbols);
+        # ``mid`` and ``position`` columns are the first symbol's.
+        pos, mids = self.pos, self.mids
+        marked = sum(pos[s] * mids[s] for s in range(1, self.nsym + 1))
+        equity = (self.cash_raw + marked) // SCALE - self.fee_total
         rows = self.samples.rows
-        rows.append((ts, mid, self.position, equity, self.fee_total, self.volume))
+        rows.append((ts, mids[1], pos[1], equity, self.fee_total, self.volume))
         if len(rows) >= _CHUNK:
             self.samples.flush()
+
+    @property
+    def position(self) -> int:
+        """The first symbol's position (fixed point; ``pos[s]`` for symbol ``s``)."""
+        return self.pos[1]
 
     def counters(self) -> dict[str, int]:
         """The run's counters (fees and volume fixed point)."""

@@ -7,9 +7,9 @@ recorder's clock offset; the 2024 recordings run ~1.27 s behind the exchange) pl
 non-decreasing.
 
 Order entry: a request sent at local time ``t`` reaches the matching engine at
-``t + entry`` where ``entry`` is constant or drawn (seeded) from a normal or log-normal
-distribution; arrivals keep the send order (one connection), so a cancel never overtakes
-the order it cancels.
+``t + entry`` where ``entry`` is constant, drawn (seeded) from a normal or log-normal
+distribution, or replayed from latencies a live node recorded (in send order); arrivals
+keep the send order (one connection), so a cancel never overtakes the order it cancels.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def feed_times(
 class EntryLatency:
     """Seeded order-entry latency draws (nanoseconds)."""
 
-    __slots__ = ("_base", "_jitter", "_kind", "_last", "_min", "_rng", "_sigma")
+    __slots__ = ("_base", "_i", "_jitter", "_kind", "_last", "_min", "_recorded", "_rng", "_sigma")
 
     def __init__(self, cfg: LatencyConfig, seed: int) -> None:
         self._kind = cfg.entry
@@ -52,10 +52,16 @@ class EntryLatency:
         self._min = cfg.entry_min_ns
         self._rng = random.Random(seed)
         self._last = 0
+        self._recorded = list(cfg.entry_recorded_ns)
+        self._i = 0
 
     def draw(self) -> int:
         if self._kind == "constant":
             return self._base
+        if self._kind == "recorded":
+            v = self._recorded[self._i % len(self._recorded)]
+            self._i += 1
+            return max(v, self._min)
         if self._kind == "normal":
             v = self._base + int(self._rng.gauss(0.0, float(self._jitter)))
         else:

@@ -30,7 +30,7 @@ import numpy as np
 from wiresens.policy import BufferSink, ClOrdIdGen, PolicyContext, PolicyObject, TopOfBook
 from wiresens.records import ORDER_REQUEST, RecordKind
 
-__all__ = ["COMPARED", "ParityReport", "check_parity", "policy_factory"]
+__all__ = ["COMPARED", "ParityReport", "check_parity", "entry_latencies", "policy_factory"]
 
 COMPARED = (
     "kind",
@@ -165,3 +165,34 @@ def policy_factory(
     cls = load_policy_class(class_path, base_dir)
     p = msgspec.convert(params or {}, cls.Params)
     return lambda ctx: cls(p, ctx)
+
+
+def entry_latencies(log_dir: str | Path, policy_id: int) -> list[int]:
+    """Order-entry latencies of one policy's requests in a node's event log, in send order
+    (nanoseconds): the venue's time on the request's first report (``ts_exch``, the
+    exchange's clock, ms on Binance) minus the request's publish time. A request without
+    such a report takes the median of the others. For ``latency.entry = "recorded"``.
+    """
+    from wiresens.eventlog import EventLogReader
+
+    reader = EventLogReader(log_dir)
+    reqs = np.concatenate(
+        [
+            reader.read_records(k)
+            for k in (RecordKind.ORDER_NEW, RecordKind.ORDER_CANCEL, RecordKind.ORDER_REPLACE)
+        ]
+    )
+    reqs = reqs[reqs["policy"] == policy_id]
+    reqs = reqs[np.argsort(reqs["cl_ord_id"], kind="stable")]
+    reports = reader.read_records(RecordKind.EXECUTION_REPORT)
+    reports = reports[(reports["policy"] == policy_id) & (reports["ts_exch"] > 0)]
+    first: dict[int, int] = {}
+    for cid, ts in zip(reports["cl_ord_id"].tolist(), reports["ts_exch"].tolist(), strict=True):
+        first.setdefault(cid, ts)
+    out: list[int | None] = [
+        first[c] - p if c in first else None
+        for c, p in zip(reqs["cl_ord_id"].tolist(), _ts(reqs).tolist(), strict=True)
+    ]
+    known = [v for v in out if v is not None]
+    fill = int(np.median(known)) if known else 0
+    return [max(v, 0) if v is not None else fill for v in out]
