@@ -953,7 +953,7 @@ def read_status(run_dir: Path) -> dict[str, Any]:
     out["actors"] = actors
     rings = []
     for name in manifest["segments"]:
-        if name.endswith((".tob", ".pstatus")):
+        if name.endswith((".tob", ".pstatus", ".subs")):
             continue
         with contextlib.suppress(WiresensError):
             r = Ring.attach(name, None)
