@@ -42,7 +42,7 @@ from psycopg import sql
 from benchmarks.common import fmt_rate, machine_info, print_table, spread, write_json
 from wiresens.eventlog import EventLogReader, EventLogWriter
 from wiresens.records import RecordKind
-from wiresens.sinks import BatchPolicy, KafkaSink, PostgresSink, SinkRunner, copy_payload
+from wiresens.sinks import KafkaSink, PostgresSink, SinkRunner, copy_payload
 from wiresens.testing.records import RecordFactory
 
 __all__ = ["SMOKE", "main", "run_once"]
@@ -173,7 +173,7 @@ def _kafka_baseline(bootstrap: str, records: int, topic: str) -> float:
 async def _postgres_sink(dsn: str, log: str, schema: str) -> tuple[float, int]:
     sink = PostgresSink(dsn, node="bench", schema=schema, market_data=True)
     await sink.start()  # migrations before timing
-    runner = SinkRunner(sink, log, policy=BatchPolicy())
+    runner = SinkRunner(sink, log)  # the sink's own batch policy, as in a node
     t0 = time.perf_counter()
     await runner.run_until_caught_up()
     return time.perf_counter() - t0, runner.status()["records"]

@@ -166,3 +166,13 @@ def test_lag_entries_equals_a_fresh_count_as_the_log_grows_and_commits(
                 assert runner.status()["lag_entries"] == fresh
         finally:
             loop.close()
+
+
+def test_a_runner_without_a_policy_takes_the_sinks_own(tmp_path: Path) -> None:
+    from wiresens.sinks import BatchPolicy, SinkRunner
+
+    pg = SinkRunner(PostgresSink("postgresql://127.0.0.1:1/x", node=NODE), tmp_path)
+    assert pg.policy is PostgresSink.batch_policy and pg.policy.max_records == 20_000
+    assert SinkRunner(KafkaSink("127.0.0.1:1"), tmp_path).policy == BatchPolicy()
+    mine = BatchPolicy(max_records=7)
+    assert SinkRunner(PostgresSink("x", node=NODE), tmp_path, policy=mine).policy is mine

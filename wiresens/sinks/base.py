@@ -195,7 +195,8 @@ class SinkRunner:
     offset_store
         Where the committed offset lives; default ``FileOffsetStore(reader_dir, sink.name)``.
     policy
-        Batch size and time, poll interval and retry backoff.
+        Batch size and time, poll interval and retry backoff; default the sink's
+        ``batch_policy`` attribute if it has one, else ``BatchPolicy()``.
     kinds
         Record kinds to read (``RAW_KIND`` for raw messages); when None, the sink's own
         ``kinds`` attribute if it has one, else all. Entries of other kinds are skipped
@@ -231,7 +232,7 @@ class SinkRunner:
         self.sink = sink
         self.directory = os.fspath(reader_dir)
         self.store: OffsetStore = offset_store or FileOffsetStore(self.directory, sink.name)
-        self.policy = policy or BatchPolicy()
+        self.policy: BatchPolicy = policy or getattr(sink, "batch_policy", None) or BatchPolicy()
         if kinds is None:
             kinds = getattr(sink, "kinds", None)
         self.kinds = None if kinds is None else frozenset(int(k) for k in kinds)

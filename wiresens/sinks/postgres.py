@@ -48,6 +48,8 @@ from wiresens.errors import ServiceUnavailableError
 from wiresens.eventlog import Entry, EventLogOffset
 from wiresens.records import RecordKind
 
+from .base import BatchPolicy
+
 __all__ = [
     "MARKET_TABLES",
     "TABLES",
@@ -218,7 +220,15 @@ class PostgresSink:
         Also store top of book and trades (high volume: off by default).
     connect_timeout_s
         How long a connection attempt may take before the sink reports the database down.
+
+    ``batch_policy`` (what a :class:`~wiresens.sinks.SinkRunner` given no policy uses)
+    allows 20,000 records per batch: each batch is a transaction with an offset upsert
+    and a COPY per table, so fewer, larger ones catch a backlog up faster (about 1.5x
+    over 5,000 in the sidecar benchmark's case); a live log still closes a batch after
+    ``max_delay_s``.
     """
+
+    batch_policy = BatchPolicy(max_records=20_000, max_entries=1000)
 
     def __init__(
         self,
