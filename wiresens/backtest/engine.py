@@ -195,7 +195,7 @@ _CHUNK = 8192
 class _Rows:
     """Result rows appended as tuples and packed into numpy chunks every 8,192 rows.
 
-    A packed row costs its dtype's bytes (58 for an order) instead of a tuple of Python
+    A packed row costs its dtype's bytes (56 for an order) instead of a tuple of Python
     ints (~300): what the run keeps grows with orders and fills only that much.
     """
 
