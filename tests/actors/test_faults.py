@@ -336,16 +336,17 @@ class Rig:
     def actor(self, name: str) -> dict[str, Any]:
         return next(a for a in self.master.status() if a["name"] == name)
 
-    def logged(self, actor: str, event: str) -> int:
-        """How many times ``actor`` logged ``event`` (its JSON log file)."""
+    def log_events(self, actor: str, event: str) -> list[dict[str, Any]]:
+        """Every ``event`` that ``actor`` logged (its JSON log file)."""
         path = self.run_dir / "logs" / f"{actor}.jsonl"
         if not path.exists():
-            return 0
-        return sum(
-            1
-            for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("event") == event
-        )
+            return []
+        lines = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+        return [e for e in lines if e.get("event") == event]
+
+    def logged(self, actor: str, event: str) -> int:
+        """How many times ``actor`` logged ``event``."""
+        return len(self.log_events(actor, event))
 
     def close(self) -> None:
         self.faults.clear()
@@ -437,7 +438,8 @@ def test_lost_ack_is_queried_and_resolved(rig: Any) -> None:
     # fill nobody reported is in the position.
     assert r.statuses([resting, taker]) == [ExecStatus.NEW, ExecStatus.FILLED]
     assert r.status()["position"] == QTY
-    assert r.logged("execution", "no answer within the ack timeout: querying the order") == 2
+    chased = r.log_events("execution", "no answer within the ack timeout: querying the order")
+    assert {e["cl_ord_id"] for e in chased} == {resting, taker}
     # An ack 2.5 s late (the order's user-data event comes at once): the order is NEW from
     # the event, and the late ack changes nothing.
     r.faults.delay(2500, 1)
@@ -455,13 +457,13 @@ def test_lost_ack_is_queried_and_resolved(rig: Any) -> None:
 def test_429_storm_is_paced_without_a_ban(rig: Any) -> None:
     r: Rig = rig()
     r.ready()
-    r.faults.storm(3, retry_after_s=2.0, grace_s=0.2)
+    r.faults.storm(3, retry_after_s=2.5, grace_s=0.5)
     first = [r.new() for _ in range(3)]
     r.wait(
         "the three 429s reported",
         lambda: all(r.order(c).status == ExecStatus.REJECTED for c in first),
     )
-    time.sleep(0.3)  # past the grace: an order the gateway sends now, unpaced, is a violation
+    time.sleep(0.6)  # past the grace: an order the gateway sends now, unpaced, is a violation
     later = [r.new() for _ in range(5)]
     r.settle()
     assert r.statuses(first) == [ExecStatus.REJECTED] * 3
@@ -517,13 +519,12 @@ def test_kill_switch_during_reconnect_cancels_every_order_once_reconnected(rig: 
     orders = [r.new() for _ in range(5)]
     r.settle()
     r.faults.drop(refuse_s=3.0)
+    # The first cancel after the reconnect fails (500, not executed): that order must be
+    # cancelled all the same.
+    r.faults.error(1, scope="cancels")
     r.wait("the gateway saw it", lambda: r.logged("feed", "websocket api lost"))
     r.kill_switch()
     r.wait("killed", lambda: r.status()["killed"])
-    assert all(o["status"] == "NEW" for o in r.venue_orders().values())  # cancels wait
-    # And the first cancel after the reconnect fails (500, not executed): that order must
-    # be cancelled all the same.
-    r.faults.error(1, scope="cancels")
     blocked = r.new()
     # The policy never sent these cancels (the switch did), so "agree" alone could hold
     # before they go out: wait for the cancels themselves.
