@@ -26,7 +26,16 @@ import numpy as np
 from wiresens.config import load_policy_class
 from wiresens.instruments import InstrumentTable
 from wiresens.policy import PolicyContext, PolicyObject, ProducerSink, TopOfBook
-from wiresens.records import EXECUTION_REPORT, TOP_OF_BOOK, TRADE, RecordKind
+from wiresens.records import (
+    ACCOUNT_DIFF_FLAG,
+    ACCOUNT_UPDATE,
+    EXECUTION_REPORT,
+    POSITION_CORRECTED_FLAG,
+    POSITION_UPDATE,
+    TOP_OF_BOOK,
+    TRADE,
+    RecordKind,
+)
 from wiresens.shm import Consumer, Producer, Ring
 
 from .actor import Actor
@@ -37,6 +46,8 @@ __all__ = ["PolicyHost"]
 _TOB = int(RecordKind.TOP_OF_BOOK)
 _TRADE = int(RecordKind.TRADE)
 _EXEC = int(RecordKind.EXECUTION_REPORT)
+_ACCT = int(RecordKind.ACCOUNT_UPDATE)
+_POS = int(RecordKind.POSITION_UPDATE)
 # int64 word indexes in a 64-byte market record (see records.py).
 _W_TS_RECV = 2
 _W_BID_PX, _W_BID_QTY, _W_ASK_PX, _W_ASK_QTY = 4, 5, 6, 7
@@ -84,6 +95,9 @@ class PolicyHost(Actor):
         self._trade = self._md.view(TRADE)
         self._er = np.zeros(1, EXECUTION_REPORT)
         self._er_raw = memoryview(self._er).cast("B")  # type: ignore[arg-type]
+        # Reconciliation's reports share the ring slot: views of its first bytes.
+        self._acct = np.frombuffer(self._er, ACCOUNT_UPDATE, count=1)
+        self._posu = np.frombuffer(self._er, POSITION_UPDATE, count=1)
         self._next_timer = 0
         self.books_delivered = 0
 
@@ -123,8 +137,13 @@ class PolicyHost(Actor):
         # Orders a report or the timer causes are not tick-to-order: no market stamp.
         order_words[_ORDER_W_TS_RECV] = 0
         while self.er.try_read(er_raw):
-            if er_raw[0] == _EXEC:
+            kind = er_raw[0]
+            if kind == _EXEC:
                 policy.deliver_execution(self._er[0], er_raw)
+            elif kind == _ACCT and self._acct[0]["flags"] & ACCOUNT_DIFF_FLAG:
+                policy.deliver_account(self._acct[0])
+            elif kind == _POS and self._posu[0]["flags"] & POSITION_CORRECTED_FLAG:
+                policy.deliver_position(self._posu[0])
             work += 1
         md_raw = self._md_raw
         words = self._md_words

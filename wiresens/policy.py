@@ -50,6 +50,7 @@ from .positions import PositionBook
 from .records import (
     EXECUTION_REPORT,
     ORDER_REQUEST,
+    SCALE,
     ExecStatus,
     ExecType,
     OrderType,
@@ -389,6 +390,20 @@ class PolicyObject:
         tracked order. Duplicates are not delivered. If it raises, the host reports it
         and restarts the policy."""
 
+    def on_account(self, update: Any) -> None:
+        """Reconciliation found that the exchange's balance of an asset of this policy's
+        account differs from what the node expected (an ACCOUNT_UPDATE record with
+        ``ACCOUNT_DIFF_FLAG``: ``asset``, ``free`` = the exchange's total and ``locked`` =
+        the difference, fixed point). Where the difference belongs to one of this
+        policy's positions, :meth:`on_position` follows. If it raises, the host reports
+        it and restarts the policy."""
+
+    def on_position(self, update: Any) -> None:
+        """Execution corrected this policy's position in ``update["symbol"]`` to what the
+        exchange holds (a POSITION_UPDATE record: ``qty``, ``avg_px``,
+        ``realized_pnl``); ``positions`` already shows it. If it raises, the host
+        reports it and restarts the policy."""
+
     def on_timer(self, now_ns: int) -> None:
         """Every ``timer_interval_ms`` of the config (wall clock live, simulated time in
         back-test). If it raises, the host reports it and restarts the policy."""
@@ -416,6 +431,19 @@ class PolicyObject:
 
     def deliver_timer(self, now_ns: int) -> None:
         self.on_timer(now_ns)
+
+    def deliver_account(self, update: Any) -> None:
+        self.on_account(update)
+
+    def deliver_position(self, update: Any) -> None:
+        """Take execution's corrected position (a POSITION_UPDATE record), then call
+        :meth:`on_position`. The cost basis is rebuilt from ``avg_px``, so the policy's
+        average price may differ from execution's by the rounding of one tick."""
+        pos = self.positions.get(int(update["policy"]), int(update["symbol"]))
+        pos.qty = int(update["qty"])
+        pos.cost_raw = pos.qty * int(update["avg_px"])
+        pos.realized_raw = int(update["realized_pnl"]) * SCALE
+        self.on_position(update)
 
     def deliver_execution(self, report: Any, raw: memoryview | None = None) -> Outcome:
         """Apply an EXECUTION_REPORT to ``open_orders`` and ``positions``, then call
