@@ -314,3 +314,11 @@ def test_a_policy_naming_an_undeclared_account(tmp_path: Path) -> None:
         ConfigError, match=r"`policy\[0\]\.account` = 'c' .* not a \[\[feed.accounts\]\] name \(a\)"
     ):
         load_text(tmp_path, text)
+
+
+def test_ack_timeout_reaches_the_config_and_must_be_positive(tmp_path: Path) -> None:
+    base = '[feed]\nsymbols = ["BTCUSDT"]\n[execution]\n'
+    assert load_text(tmp_path, base + "ack_timeout_s = 2.5\n").execution.ack_timeout_s == 2.5
+    assert load_text(tmp_path, base).execution.ack_timeout_s == 5.0
+    with pytest.raises(ConfigError, match=r"`execution.ack_timeout_s` = 0.0: use a positive"):
+        load_text(tmp_path, base + "ack_timeout_s = 0.0\n")

@@ -181,6 +181,8 @@ class ExecutionConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     reconcile_interval_s: float = 60.0
     """Besides every (re)connect of an account's session: ask each account's open orders
     and balances this often and reconcile them (0: only at connects)."""
+    ack_timeout_s: float = 5.0
+    """An order whose new or cancel request has had no answer for this long is queried."""
 
 
 def _redact_dsn(dsn: str) -> str:
@@ -628,6 +630,11 @@ def _check(cfg: NodeConfig, source: str, repo_dir: Path) -> None:
         raise ConfigError(
             f"{source}: `execution.reconcile_interval_s` = {cfg.execution.reconcile_interval_s}: "
             "use 0 (reconcile at connects only) or a positive number of seconds"
+        )
+    if cfg.execution.ack_timeout_s <= 0:
+        raise ConfigError(
+            f"{source}: `execution.ack_timeout_s` = {cfg.execution.ack_timeout_s}: use a "
+            "positive number of seconds (5.0 by default), longer than the venue's usual ack"
         )
     if not cfg.feed.symbols:
         raise ConfigError(f"{source}: `feed.symbols` is empty: list at least one, e.g. ['BTCUSDT']")

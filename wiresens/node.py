@@ -325,6 +325,7 @@ class Node:
                     "policy_accounts": [cfg.account_index(p.account) for p in cfg.policy],
                     "status_file": str(self.run_dir / EXECUTION_STATUS),
                     "reconcile_interval_s": cfg.execution.reconcile_interval_s,
+                    "ack_timeout_s": cfg.execution.ack_timeout_s,
                 },
             ),
         ]
