@@ -29,6 +29,7 @@ from typing import Any
 
 from wiresens.errors import ConfigError
 from wiresens.shm import list_segments, unlink
+from wiresens.shm.doorbell import remove_doorbells_of
 
 from .actor import ActorSpec, run_process
 from .lifecycle import ActorState
@@ -140,6 +141,9 @@ class StrategyMaster:
                 p.join(0)
                 exited += 1
                 code = p.exitcode
+                if code is not None and code < 0 and p.pid is not None:
+                    # Killed by a signal: it could not unlink its doorbells.
+                    remove_doorbells_of(p.pid)
                 h.process = None
                 if h.stopped:
                     continue
@@ -274,6 +278,7 @@ class StrategyMaster:
             if h.process.is_alive():
                 h.process.kill()
                 h.process.join(5)
+                remove_doorbells_of(h.process.pid)
         h.process = None
         assert self.board is not None
         self.board.writer(h.index).set(state=int(ActorState.STOPPED), pid=0)
@@ -302,6 +307,8 @@ class StrategyMaster:
                     self.events.append(f"{h.name}: did not stop in {self.stop_timeout}s; killed")
                     h.process.kill()
                     h.process.join(5)
+                    if h.process.pid is not None:
+                        remove_doorbells_of(h.process.pid)
                 h.process = None
 
     def close(self) -> None:

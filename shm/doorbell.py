@@ -30,6 +30,7 @@ __all__ = [
     "doorbell_name",
     "doorbell_pid",
     "remove_doorbell",
+    "remove_doorbells_of",
     "stale_doorbells",
 ]
 
@@ -68,6 +69,29 @@ def stale_doorbells() -> list[int]:
         if not process_alive(doorbell_pid(bell_id), 0):
             out.append(bell_id)
     return sorted(out)
+
+
+def remove_doorbells_of(pid: int) -> int:
+    """Unlink the doorbells a dead process created; returns how many.
+
+    A supervisor calls it when it reaps a child: a consumer SIGKILLed while blocking
+    leaves its doorbell behind, and every restart would leave one more.
+    """
+    removed = 0
+    try:
+        names = os.listdir("/dev/shm")
+    except OSError:
+        return 0
+    for n in names:
+        if not n.startswith(SEM_PREFIX):
+            continue
+        try:
+            bell_id = int(n[len(SEM_PREFIX) :], 16)
+        except ValueError:
+            continue
+        if doorbell_pid(bell_id) == pid and remove_doorbell(bell_id):
+            removed += 1
+    return removed
 
 
 def remove_doorbell(bell_id: int) -> bool:

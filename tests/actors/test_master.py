@@ -15,6 +15,7 @@ from wiresens.actors.lifecycle import ActorState
 from wiresens.actors.master import StrategyMaster
 from wiresens.actors.status import StatusBoard
 from wiresens.shm import Ring, list_segments
+from wiresens.shm.doorbell import doorbell_pid, stale_doorbells
 from wiresens.testing.toy_actors import SEQ_DTYPE, CrashingActor, EchoActor, SourceActor
 
 
@@ -85,6 +86,11 @@ def test_echo_pipeline_restarts_after_kill(prefix: str, host: str, tmp_path) -> 
             rows = {r["name"]: r for r in master.status()}
             assert rows["echo"]["restarts"] == 1, master.events
             assert rows["echo"]["state"] == "RUNNING"
+            # The killed echo was blocking on its doorbell and could not unlink it: the
+            # master removes what a process killed by a signal left in /dev/shm.
+            dead = int((tmp_path / "died").read_text())
+            left = [b for b in stale_doorbells() if doorbell_pid(b) == dead]
+            assert left == [], f"doorbells of the killed pid {dead} left behind"
         finally:
             master.stop()
             master.close()
