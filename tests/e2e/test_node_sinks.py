@@ -28,8 +28,6 @@ from wiresens.records import RecordKind
 from wiresens.sinks import topic_for
 from wiresens.testing.services import Service
 
-HERE = Path(__file__).parent
-
 
 def _wait(what: str, cond: Any, timeout: float = 90.0) -> Any:
     deadline = time.monotonic() + timeout
@@ -44,6 +42,25 @@ def _wait(what: str, cond: Any, timeout: float = 90.0) -> Any:
                 return last
         time.sleep(0.3)
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+# Crosses the spread like policies.py's Taker, but with IOC orders: an order whose price
+# the market left expires instead of resting, so the policy never stalls waiting for it
+# (a resting order stopped the Taker for good in a loaded run, failing "trading after
+# the outage" for a reason that has nothing to do with Kafka).
+_IOC_TAKER = """
+from wiresens.policy import IOC, BookView, PolicyObject
+
+
+class IocTaker(PolicyObject):
+    def on_book(self, symbol: int, book: BookView) -> None:
+        if len(self.open_orders.open) or not book.ask_px:
+            return
+        if self.position(symbol) <= 0:
+            self.buy(symbol, 100_000, book.ask_px, tif=IOC)
+        else:
+            self.sell(symbol, 100_000, book.bid_px, tif=IOC)
+"""
 
 
 def _log_keys(directory: Path, prefix: str) -> dict[str, set[tuple[str, int]]]:
@@ -100,6 +117,8 @@ def test_node_sinks_copy_the_event_log(
     name = f"snk{uuid.uuid4().hex[:6]}"
     schema = f"ws_{name}"
     topic_prefix = f"ws{name}"
+    policy = tmp_path / "ioc_taker.py"
+    policy.write_text(_IOC_TAKER)
     cfg = tmp_path / "node.toml"
     cfg.write_text(f"""
 [node]
@@ -124,7 +143,7 @@ schema = "{schema}"
 
 [[policy]]
 name = "taker"
-class = "{HERE / "policies.py"}:Taker"
+class = "{policy}:IocTaker"
 timer_interval_ms = 0
 """)
     run_dir = tmp_path / "run"
