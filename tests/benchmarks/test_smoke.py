@@ -19,13 +19,21 @@ import benchmarks
 MODULES = sorted(
     m.name for m in pkgutil.iter_modules(benchmarks.__path__) if m.name.startswith("bench_")
 )
+OWN_TEST = {"bench_tick_outage": "test_tick_outage.py"}
+"""Benchmarks smoked by a test of their own (stopping Kafka twice per suite costs ~1 min)."""
+SMOKED = [m for m in MODULES if m not in OWN_TEST]
 
 
 def test_benchmarks_are_discovered() -> None:
     assert "bench_ring" in MODULES
 
 
-@pytest.mark.parametrize("name", MODULES)
+def test_benchmarks_left_out_here_have_their_own_test() -> None:
+    for name, test in OWN_TEST.items():
+        assert name in MODULES and (Path(__file__).parent / test).is_file(), (name, test)
+
+
+@pytest.mark.parametrize("name", SMOKED)
 def test_benchmark_runs_at_smoke_size(
     name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -67,3 +75,13 @@ def test_main_runs_a_named_topic(tmp_path: Path, capsys: pytest.CaptureFixture[s
     doc = json.loads(out.read_text())
     assert set(doc) == {"ring"} and doc["ring"]["verified"] is True
     assert "One-way latency" in capsys.readouterr().out
+
+
+def test_every_benchmark_has_a_wiresens_bench_command() -> None:
+    from typer.main import get_command
+
+    from benchmarks.__main__ import topics
+    from wiresens.cli.bench import app
+
+    commands = set(get_command(app).commands)  # type: ignore[attr-defined]
+    assert {t.replace("_", "-") for t in topics()} <= commands

@@ -76,3 +76,62 @@ def tick_to_order(
     """Market record -> policy -> execution -> order frame, through real actor processes,
     with spin and blocking waits, against the same path over multiprocessing.Queue."""
     _run("tick_to_order", json_out=json_out, records=records, runs=runs)
+
+
+_JSON = typer.Option(
+    None, "--json", help="Also write the figures as JSON to this file ('-' for stdout)."
+)
+_RUNS = typer.Option(1, help="Repeat the whole benchmark and report medians.")
+
+
+@app.command("eventlog")
+def eventlog(
+    json_out: str = _JSON,
+    records: int = typer.Option(None, help="Records per case (module default when absent)."),
+    runs: int = _RUNS,
+    directory: str = typer.Option(
+        None, help="Write the log here (default: a temporary directory on /tmp)."
+    ),
+) -> None:
+    """Event log: records/s appended and read back, by entry size."""
+    _run("eventlog", json_out=json_out, records=records, runs=runs, directory=directory)
+
+
+@app.command("sidecar")
+def sidecar(
+    json_out: str = _JSON,
+    records: int = typer.Option(None, help="Records per case (default 200,000)."),
+    runs: int = _RUNS,
+) -> None:
+    """Tap rings -> event log, -> Kafka and -> PostgreSQL, beside ProducerPerformance and
+    plain COPY in the same run. Uses the Kafka and PostgreSQL of WIRESENS_KAFKA_BOOTSTRAP
+    and WIRESENS_PG_DSN, or starts its own from a checkout (scripts/services/up.sh)."""
+    _run("sidecar", json_out=json_out, records=records, runs=runs)
+
+
+@app.command("tick-outage")
+def tick_outage(
+    json_out: str = _JSON,
+    records: int = typer.Option(None, help="Ticks per phase (module default when absent)."),
+    runs: int = _RUNS,
+) -> None:
+    """Tick-to-order with the sidecar and a Kafka sink, Kafka up / stopped / back in one
+    run. Stops and restarts the Kafka of `bash scripts/test-services.sh`, or starts its
+    own from a checkout."""
+    _run("tick_outage", json_out=json_out, records=records, runs=runs)
+
+
+@app.command("backtest")
+def backtest(
+    json_out: str = _JSON,
+    records: int = typer.Option(
+        None, help="Depth updates of the synthetic market (default 1,000,000)."
+    ),
+    runs: int = _RUNS,
+    recordings: bool = typer.Option(
+        True, help="Also run on the recordings in ../shared/data (or $WIRESENS_DATA)."
+    ),
+) -> None:
+    """Back-tester events/s and memory: no-op and market-making policies on the seeded
+    synthetic market and on the recordings; loading time reported apart."""
+    _run("backtest", json_out=json_out, records=records, runs=runs, recordings=recordings)
