@@ -96,6 +96,7 @@ from wiresens.records import (
     new_record,
 )
 from wiresens.shm import Consumer, Producer, Ring, SeqlockSlots
+from wiresens.shm.doorbell import Doorbell
 from wiresens.taps import RawSource, Tap
 
 from .actor import Actor
@@ -119,6 +120,8 @@ _ACCT_KIND = int(RecordKind.ACCOUNT_UPDATE)
 # Binance answers a refused key with these; any other error at logon is retried.
 _KEY_REFUSED = frozenset((-1002, -1022, -2008, -2014, -2015, -4056))
 STATUS_EVERY_S = 1.0
+ORDER_WAIT_S = 0.001
+"""Longest sleep of the idle order pump (it also flushes report and tap backlogs)."""
 _FIELDS: Any = EXECUTION_REPORT.fields
 _POLICY_BYTE: int = _FIELDS["policy"][1]
 STREAM_SUFFIX = {"depth": "depth@100ms", "bookTicker": "bookTicker", "trade": "trade"}
@@ -744,8 +747,24 @@ class FeedActor(Actor):
         has no session for is rejected (UNKNOWN_ACCOUNT).
         """
         raw = self._ord_raw
-        pause = 0 if self.spin else 0.0002
         by_account = self.by_account
+        # Idle without spinning: a thread sleeps on the orders ring's doorbell (execution
+        # rings it on write) while the loop serves the sockets. asyncio.sleep cannot
+        # do it: uvloop's timers have 1 ms steps and a 0.2 ms sleep returns at once, so
+        # the pump used to spin a whole CPU away from the policy and execution actors.
+        bell = None if self.spin else Doorbell.create()
+        self.orders.arm(bell)
+        try:
+            await self._pump_loop(raw, by_account, bell)
+        finally:
+            self.orders.arm(None)
+            if bell is not None:
+                bell.close()
+
+    async def _pump_loop(
+        self, raw: memoryview, by_account: list[AccountSession | None], bell: Doorbell | None
+    ) -> None:
+        orders = self.orders
         while True:
             n = self._flush_reports()
             if self.tap.backlog:
@@ -763,7 +782,13 @@ class FeedActor(Actor):
                 if ws is not None and (sess.waiting_cancels or sess.waiting_orders):
                     n += await self._send_waiting(sess, ws)
             if not n:
-                await asyncio.sleep(pause)
+                if bell is None:
+                    await asyncio.sleep(0)
+                elif orders.set_waiting():
+                    try:
+                        await asyncio.to_thread(bell.wait, ORDER_WAIT_S)
+                    finally:
+                        orders.clear_waiting()
 
     def _reject_unrouted(self, rec: bytes) -> None:
         self.rejects += 1
