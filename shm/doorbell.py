@@ -48,27 +48,27 @@ def doorbell_pid(bell_id: int) -> int:
     return bell_id >> 32
 
 
+def _doorbell_ids() -> list[int]:
+    """Ids of every doorbell in /dev/shm."""
+    try:
+        names = os.listdir("/dev/shm")
+    except OSError:
+        return []
+    out: list[int] = []
+    for n in names:
+        if n.startswith(SEM_PREFIX):
+            with contextlib.suppress(ValueError):
+                out.append(int(n[len(SEM_PREFIX) :], 16))
+    return out
+
+
 def stale_doorbells() -> list[int]:
     """Ids of doorbells in /dev/shm whose creating process is gone.
 
     A consumer killed while blocking cannot unlink its doorbell; ``wiresens shm rm``
     removes these with :func:`remove_doorbell`.
     """
-    out: list[int] = []
-    try:
-        names = os.listdir("/dev/shm")
-    except OSError:
-        return out
-    for n in names:
-        if not n.startswith(SEM_PREFIX):
-            continue
-        try:
-            bell_id = int(n[len(SEM_PREFIX) :], 16)
-        except ValueError:
-            continue
-        if not process_alive(doorbell_pid(bell_id), 0):
-            out.append(bell_id)
-    return sorted(out)
+    return sorted(b for b in _doorbell_ids() if not process_alive(doorbell_pid(b), 0))
 
 
 def remove_doorbells_of(pid: int) -> int:
@@ -77,21 +77,7 @@ def remove_doorbells_of(pid: int) -> int:
     A supervisor calls it when it reaps a child: a consumer SIGKILLed while blocking
     leaves its doorbell behind, and every restart would leave one more.
     """
-    removed = 0
-    try:
-        names = os.listdir("/dev/shm")
-    except OSError:
-        return 0
-    for n in names:
-        if not n.startswith(SEM_PREFIX):
-            continue
-        try:
-            bell_id = int(n[len(SEM_PREFIX) :], 16)
-        except ValueError:
-            continue
-        if doorbell_pid(bell_id) == pid and remove_doorbell(bell_id):
-            removed += 1
-    return removed
+    return sum(1 for b in _doorbell_ids() if doorbell_pid(b) == pid and remove_doorbell(b))
 
 
 def remove_doorbell(bell_id: int) -> bool:
