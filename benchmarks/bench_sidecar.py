@@ -33,13 +33,19 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from benchmarks.common import fmt_rate, machine_info, print_table, spread, write_json
+from benchmarks.common import (
+    fmt_rate,
+    machine_info,
+    print_table,
+    spread,
+    started_services,
+    write_json,
+)
 from wiresens.eventlog import EventLogReader, EventLogWriter
 from wiresens.records import RecordKind
 from wiresens.sinks import KafkaSink, PostgresSink, SinkRunner, copy_payload
@@ -56,7 +62,6 @@ LINGER_MS = 5
 BATCH_BYTES = 1 << 20
 TARGET_RATIO = 0.5
 KIND_SIZE = 64
-_ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextmanager
@@ -67,35 +72,8 @@ def services() -> Iterator[tuple[str, str, str]]:
     if kafka and dsn:
         yield kafka, dsn, "environment"
         return
-    up = _ROOT / "scripts" / "services" / "up.sh"
-    if not up.is_file():
-        raise RuntimeError(
-            "bench_sidecar needs Kafka and PostgreSQL: export WIRESENS_KAFKA_BOOTSTRAP and "
-            "WIRESENS_PG_DSN, or run it from a checkout as `bash scripts/test-services.sh "
-            ".venv/bin/python -m benchmarks sidecar`"
-        )
-    proc = subprocess.run(
-        ["bash", str(up), "--owner", str(os.getpid()), "postgres", "kafka"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(
-            "scripts/services/up.sh postgres kafka failed; run the benchmark under "
-            f"`bash scripts/test-services.sh ...` instead:\n{proc.stderr[-2000:]}"
-        )
-    found = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
-    try:
+    with started_services("sidecar", "postgres", "kafka") as found:
         yield found["WIRESENS_KAFKA_BOOTSTRAP"], found["WIRESENS_PG_DSN"], "started by up.sh"
-    finally:
-        subprocess.run(
-            ["bash", str(up.parent / "down.sh"), found["WIRESENS_SERVICES_DIR"]],
-            capture_output=True,
-            timeout=150,
-            check=False,
-        )
 
 
 def _write_log(directory: str, records: int) -> float:

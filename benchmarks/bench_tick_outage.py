@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import tempfile
 import time
 import uuid
@@ -56,6 +55,7 @@ from benchmarks.common import (
     pin,
     print_table,
     spread,
+    started_services,
     write_json,
 )
 from wiresens.actors.actor import ActorSpec
@@ -74,7 +74,6 @@ SMOKE: dict[str, Any] = {"records": 300, "runs": 1}
 DEFAULT_TICKS = 10_000
 PHASES = ("kafka up", "kafka down", "kafka back")
 WRITE_TIMEOUT_S = 2.0
-_ROOT = Path(__file__).resolve().parents[1]
 _KEYS = ("p50", "p90", "p99", "p99.9", "max", "mean")
 
 
@@ -105,35 +104,8 @@ def kafka() -> Iterator[Service]:
     if address and run_dir:
         yield Service("kafka", address, run_dir)
         return
-    up = _ROOT / "scripts" / "services" / "up.sh"
-    if not up.is_file():
-        raise RuntimeError(
-            "bench_tick_outage stops and starts Kafka, so it needs the project's scripts: "
-            "run it from a checkout as `bash scripts/test-services.sh .venv/bin/python -m "
-            "benchmarks tick_outage`"
-        )
-    proc = subprocess.run(
-        ["bash", str(up), "--owner", str(os.getpid()), "kafka"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(
-            "scripts/services/up.sh kafka failed; run the benchmark under "
-            f"`bash scripts/test-services.sh ...` instead:\n{proc.stderr[-2000:]}"
-        )
-    found = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
-    try:
+    with started_services("tick_outage", "kafka") as found:
         yield Service("kafka", found["WIRESENS_KAFKA_BOOTSTRAP"], found["WIRESENS_SERVICES_DIR"])
-    finally:
-        subprocess.run(
-            ["bash", str(up.parent / "down.sh"), found["WIRESENS_SERVICES_DIR"]],
-            capture_output=True,
-            timeout=150,
-            check=False,
-        )
 
 
 class _Feed:

@@ -18,8 +18,11 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -188,3 +191,38 @@ def write_json(doc: Any, path: str | None) -> None:
         return
     with open(path, "w") as f:
         f.write(text + "\n")
+
+
+@contextmanager
+def started_services(bench: str, *names: str) -> Iterator[dict[str, str]]:
+    """Start ``names`` (postgres, etcd, kafka) with the project's scripts/services/up.sh
+    for the benchmark ``bench`` and stop them after; yields up.sh's ``WIRESENS_*``
+    variables. For runs outside ``bash scripts/test-services.sh``."""
+    up = Path(__file__).resolve().parents[1] / "scripts" / "services" / "up.sh"
+    if not up.is_file():
+        raise RuntimeError(
+            f"{bench} needs {' and '.join(names)}: run it from a checkout as `bash "
+            f"scripts/test-services.sh .venv/bin/python -m benchmarks {bench}`"
+        )
+    proc = subprocess.run(
+        ["bash", str(up), "--owner", str(os.getpid()), *names],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"scripts/services/up.sh {' '.join(names)} failed; run the benchmark under "
+            f"`bash scripts/test-services.sh ...` instead:\n{proc.stderr[-2000:]}"
+        )
+    found = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+    try:
+        yield found
+    finally:
+        subprocess.run(
+            ["bash", str(up.parent / "down.sh"), found["WIRESENS_SERVICES_DIR"]],
+            capture_output=True,
+            timeout=150,
+            check=False,
+        )
