@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -73,6 +75,54 @@ def key_field(kind: int) -> str:
     if kind == RecordKind.ACCOUNT_UPDATE:
         return "account"
     return "symbol"
+
+
+class RepeatFilter(logging.Filter):
+    """Let one message (by its format string) through at most every ``every_s`` seconds.
+
+    aiokafka logs each failed metadata or connection attempt: while a broker is down
+    that is dozens of lines a second (4,128 in a 3-run outage benchmark). The runner
+    already reports the outage (state, retries, last error) in ``node status``; the log
+    keeps the first line and then one per period, with how many were held back.
+    """
+
+    def __init__(self, every_s: float = 10.0) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self._last: dict[object, float] = {}
+        self._held: dict[object, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = record.msg
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.every_s:
+            self._held[key] = self._held.get(key, 0) + 1
+            return False
+        self._last[key] = now
+        held = self._held.pop(key, 0)
+        if held:
+            record.msg = f"{record.msg} ({held} more like this in the last {self.every_s:g} s)"
+        return True
+
+
+_AIOKAFKA_FILTER = RepeatFilter()
+# A logger's filter sees only what is logged to that very logger, not its children's.
+_AIOKAFKA_LOGGERS = (
+    "aiokafka",  # aiokafka.client logs here
+    "aiokafka.conn",
+    "aiokafka.cluster",
+    "aiokafka.producer.producer",
+    "aiokafka.producer.sender",
+)
+
+
+def throttle_aiokafka_logs() -> None:
+    """Install :class:`RepeatFilter` on aiokafka's loggers (once per process)."""
+    for name in _AIOKAFKA_LOGGERS:
+        logger = logging.getLogger(name)
+        if _AIOKAFKA_FILTER not in logger.filters:
+            logger.addFilter(_AIOKAFKA_FILTER)
 
 
 class KafkaSink:
@@ -127,6 +177,7 @@ class KafkaSink:
             **producer_options,
         }
         self._producer: Any = None
+        throttle_aiokafka_logs()
         self._partitions: dict[str, list[int]] = {}
         self._idx: list[bytes] = []
         self.messages = 0
