@@ -163,7 +163,9 @@ class AccountSession:
         self.sign = sign
         self.encoder = OrderEncoder(table, logged_on=False, api_key=api_key, sign=sign)
         self.user = UserDecoder(table, account=index, stats=stats)
-        self.rate: RateLimitState | None = None
+        # No windows until exchangeInfo is read: 429/418 back-offs are honoured from the
+        # first request on, the per-window pacing once the limits are known.
+        self.rate: RateLimitState | None = RateLimitState((), safety=0.9)
         self.ws: Any = None
         self.waiting_cancels: deque[bytes] = deque()
         self.waiting_orders: deque[bytes] = deque()
@@ -933,21 +935,43 @@ class FeedActor(Actor):
             asyncio.run(self._main(should_stop, status))
         return True
 
-    async def _load_rate_limits(self) -> None:
-        try:
-            body = await asyncio.to_thread(_http_get, f"{self.endpoints.rest}/api/v3/exchangeInfo")
-            info = msgspec.json.decode(body, type=ExchangeInfo)
-        except (OSError, msgspec.DecodeError) as exc:
-            self.log.warning("no exchangeInfo rate limits; orders are not paced", error=str(exc))
-            return
-        # One governor per account: the order counts are the account's. 90 %: the rest is
-        # left for cancels and for other programs on the same account.
-        for sess in self.sessions:
-            sess.rate = RateLimitState.from_exchange_info(info, safety=0.9)
+    async def _load_rate_limits(self, retry: bool = False) -> bool:
+        """Read the published limits from exchangeInfo into every account's governor;
+        with ``retry``, keep trying (backing off to 30 s) until it works."""
+        delay = 0.5
+        while True:
+            try:
+                url = f"{self.endpoints.rest}/api/v3/exchangeInfo"
+                body = await asyncio.to_thread(_http_get, url)
+                info = msgspec.json.decode(body, type=ExchangeInfo)
+            except (OSError, msgspec.DecodeError) as exc:
+                if not retry:
+                    self.log.warning(
+                        "no exchangeInfo rate limits yet: orders are not paced by window "
+                        "until they are read (429/418 back-offs are honoured); retrying",
+                        error=str(exc),
+                    )
+                    return False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            # One governor per account: the order counts are the account's. 90 %: the rest
+            # is left for cancels and for other programs on the same account. A back-off
+            # already running carries over.
+            for sess in self.sessions:
+                rate = RateLimitState.from_exchange_info(info, safety=0.9)
+                if sess.rate is not None:
+                    rate.blocked_until = sess.rate.blocked_until
+                    rate.banned = sess.rate.banned
+                sess.rate = rate
+            if retry:
+                self.log.info("exchangeInfo rate limits read: orders are paced")
+            return True
 
     async def _main(self, should_stop: Callable[[], bool], status: StatusWriter | None) -> None:
-        await self._load_rate_limits()
+        loaded = await self._load_rate_limits()
         tasks = [
+            *([] if loaded else [asyncio.create_task(self._load_rate_limits(retry=True))]),
             asyncio.create_task(self._market(), name="market"),
             *(asyncio.create_task(self._api(s), name=f"ws-api:{s.name}") for s in self.sessions),
             asyncio.create_task(self._order_pump(), name="orders"),

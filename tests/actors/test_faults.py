@@ -470,8 +470,8 @@ def test_429_storm_is_paced_without_a_ban(rig: Any) -> None:
     assert [r.order(c).reason for c in first] == [RejectReason.EXCHANGE] * 3
     codes = {int(x["error_code"]) for x in r.reports if int(x["cl_ord_id"]) in first}
     assert codes == {-1015}
-    assert r.statuses(later) == [ExecStatus.NEW] * 5
     state = r.faults.state()
+    assert r.statuses(later) == [ExecStatus.NEW] * 5, ([r.history(c) for c in later], state)
     assert (state["answered_429"], state["answered_418"], state["violations"]) == (3, 0, 0)
 
 
