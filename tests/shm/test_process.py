@@ -12,9 +12,11 @@ from wiresens.shm import process_alive, self_id
 from wiresens.shm.process import process_start_ticks
 
 
-def _now_ticks() -> float:
+def _now_ticks() -> int:
+    # /proc/uptime has two decimals: rounded, 17948.51 s is 1794851 ticks, not the float
+    # 1794850.9999999998 that failed a test started in that very tick.
     uptime = float(Path("/proc/uptime").read_text().split()[0])
-    return uptime * os.sysconf("SC_CLK_TCK")
+    return round(uptime * os.sysconf("SC_CLK_TCK"))
 
 
 def test_self_identity() -> None:
