@@ -142,8 +142,7 @@ class Node:
     def _local_accounts(self) -> list[dict[str, Any]]:
         """One local-venue account per node account, each with a fresh Ed25519 key: the
         feed's ``accounts`` (name, api_key, private_key_pem), in index order."""
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        from wiresens.binance.signing import new_ed25519_key
 
         assets = {"USDT": "10000000"}
         for sym in self.cfg.feed.symbols:
@@ -153,15 +152,7 @@ class Node:
         text = "# Written by `wiresens node up` for the local venue: fresh keys per run.\n"
         out: list[dict[str, Any]] = []
         for name in account_names(self.cfg):
-            key = Ed25519PrivateKey.generate()
-            private_pem = key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-            public_pem = key.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
+            private_pem, public_pem = new_ed25519_key()
             api_key = os.urandom(32).hex()
             text += (
                 f'\n[[accounts]]\nname = "{name}"\nmaker_commission_bps = 10\n'

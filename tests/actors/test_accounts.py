@@ -24,14 +24,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from wiresens.actors.actor import ActorSpec
 from wiresens.actors.feed import FeedActor
 from wiresens.actors.master import StrategyMaster
 from wiresens.actors.topology import Topology
-from wiresens.binance.signing import Ed25519Signer, HmacSigner
+from wiresens.binance.signing import Ed25519Signer, HmacSigner, new_ed25519_key
 from wiresens.config import decode_config
 from wiresens.errors import ConfigError
 from wiresens.instruments import InstrumentTable
@@ -66,16 +64,8 @@ BETA_SECRET = "accounts-test-beta-secret-0123456789"
 
 
 def _ed25519() -> tuple[bytes, str]:
-    k = ed25519.Ed25519PrivateKey.generate()
-    priv = k.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    pub = (
-        k.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return priv, pub
+    private, public = new_ed25519_key()
+    return private, public.decode()
 
 
 class Rest:

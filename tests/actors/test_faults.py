@@ -27,14 +27,12 @@ from urllib.parse import urlencode
 
 import numpy as np
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from wiresens.actors.actor import ActorSpec
 from wiresens.actors.master import StrategyMaster
 from wiresens.actors.topology import Topology
 from wiresens.binance.codec import CLIENT_ID_PREFIX, parse_client_order_id
-from wiresens.binance.signing import HmacSigner
+from wiresens.binance.signing import HmacSigner, new_ed25519_key
 from wiresens.fixedpoint import to_fixed
 from wiresens.instruments import InstrumentTable
 from wiresens.oms import Order, OrderTable
@@ -72,16 +70,8 @@ OPEN = frozenset((ExecStatus.NEW, ExecStatus.PARTIALLY_FILLED))
 
 
 def _ed25519() -> tuple[bytes, str]:
-    k = ed25519.Ed25519PrivateKey.generate()
-    private = k.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    public = (
-        k.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
+    private, public = new_ed25519_key()
+    return private, public.decode()
 
 
 class Rig:

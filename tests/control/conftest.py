@@ -5,9 +5,11 @@ Each test gets its own key prefix, so tests never see each other's nodes or poli
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -132,3 +134,65 @@ def apiserver(
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 10 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@contextlib.contextmanager
+def private_etcd(
+    tmp: Path, name: str, tls: tuple[Path, Path] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """An etcd of the calling module only (the session's stays untouched), on free
+    127.0.0.1 ports, HTTPS when ``tls`` = (cert, key) is given; yields (endpoint, process)
+    once ``etcdctl endpoint health`` passes and stops it after."""
+    if shutil.which("etcd") is None or shutil.which("etcdctl") is None:
+        pytest.skip("etcd/etcdctl are not installed: run scripts/services/install.sh etcd")
+    scheme = "https" if tls else "http"
+    client, peer = free_port(), free_port()
+    log = tmp / "etcd.log"
+    args = [
+        "etcd",
+        "--name", name,
+        "--data-dir", str(tmp / "data"),
+        "--listen-client-urls", f"{scheme}://127.0.0.1:{client}",
+        "--advertise-client-urls", f"{scheme}://127.0.0.1:{client}",
+        "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+        "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+        "--initial-cluster", f"{name}=http://127.0.0.1:{peer}",
+    ]  # fmt: skip
+    health = ["etcdctl", f"--endpoints={scheme}://127.0.0.1:{client}", "--dial-timeout=1s"]
+    if tls:
+        args += ["--cert-file", str(tls[0]), "--key-file", str(tls[1])]
+        health.append(f"--cacert={tls[0]}")
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            r = subprocess.run(
+                [*health, "endpoint", "health"],
+                env={**os.environ, "ETCDCTL_API": "3"},
+                capture_output=True,
+                timeout=30,
+            )
+            if r.returncode == 0:
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(
+                    f"the module's etcd {name!r} did not start; its log:\n{log.read_text()}"
+                )
+            time.sleep(0.2)
+        yield f"127.0.0.1:{client}", proc
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)  # a test may have left it frozen
+        stop_process(proc)

@@ -9,10 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
-import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -22,52 +19,15 @@ import pytest
 
 from wiresens.control.store import EtcdUnavailable, Store
 
-from .conftest import ADMIN, free_port, wait_until
-from .test_tls_auth import run_cli, start_apiserver, stop
+from .conftest import ADMIN, free_port, private_etcd, stop_process, wait_until
+from .test_tls_auth import run_cli, start_apiserver
 
 
 @pytest.fixture(scope="module")
 def own_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     """``(endpoint, pid)`` of an etcd this module may freeze."""
-    if shutil.which("etcd") is None or shutil.which("etcdctl") is None:
-        pytest.skip("etcd/etcdctl are not installed: run scripts/services/install.sh etcd")
-    tmp = tmp_path_factory.mktemp("own-etcd")
-    client, peer = free_port(), free_port()
-    log = tmp / "etcd.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                "etcd",
-                "--name", "own",
-                "--data-dir", str(tmp / "data"),
-                "--listen-client-urls", f"http://127.0.0.1:{client}",
-                "--advertise-client-urls", f"http://127.0.0.1:{client}",
-                "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-                "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-                "--initial-cluster", f"own=http://127.0.0.1:{peer}",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    endpoint = f"127.0.0.1:{client}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            r = subprocess.run(
-                ["etcdctl", f"--endpoints={endpoint}", "--dial-timeout=1s", "endpoint", "health"],
-                env={**os.environ, "ETCDCTL_API": "3"},
-                capture_output=True,
-                timeout=30,
-            )
-            if r.returncode == 0:
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the module's etcd did not start; its log:\n{log.read_text()}")
-            time.sleep(0.2)
+    with private_etcd(tmp_path_factory.mktemp("own-etcd"), "own") as (endpoint, proc):
         yield endpoint, proc.pid
-    finally:
-        os.kill(proc.pid, signal.SIGCONT)
-        stop(proc)
 
 
 class Frozen:
@@ -142,4 +102,4 @@ def test_cli_says_etcd_is_slow_when_it_misses_the_apiserver_deadline(
         r = run_cli("get", "nodes", env=env)
         assert r.exit_code == 0, r.output  # type: ignore[attr-defined]
     finally:
-        stop(proc)
+        stop_process(proc)

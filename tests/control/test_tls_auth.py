@@ -13,11 +13,8 @@ import datetime as dt
 import ipaddress
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -35,7 +32,7 @@ from wiresens.cli import app
 from wiresens.control import NodeAgent
 from wiresens.control.store import EtcdAccess
 
-from .conftest import ADMIN, VIEWER, free_port, wait_until
+from .conftest import ADMIN, VIEWER, free_port, private_etcd, stop_process, wait_until
 
 PREFIX = "/wiresens-auth"
 
@@ -103,16 +100,6 @@ def start_apiserver(
     return proc, port, log
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 def run_cli(*args: str, env: dict[str, str]) -> object:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("WIRESENS_")}
     return CliRunner().invoke(app, list(args), env={**clean, **env})
@@ -172,7 +159,7 @@ def test_cli_talks_https_to_the_apiserver_and_checks_its_certificate(
         with pytest.raises((urllib.error.URLError, OSError)):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
     finally:
-        stop(proc)
+        stop_process(proc)
 
 
 def test_apiserver_refuses_half_a_tls_configuration(
@@ -218,43 +205,9 @@ def _etcdctl(endpoint: str, ca: Path, *args: str, user: str | None = None) -> st
 def secure_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureEtcd]:
     """An etcd of this module only: HTTPS, auth enabled, user ``ws`` may read and write
     under ``/wiresens-auth`` only."""
-    if shutil.which("etcd") is None or shutil.which("etcdctl") is None:
-        pytest.skip("etcd/etcdctl are not installed: run scripts/services/install.sh etcd")
     tmp = tmp_path_factory.mktemp("secure-etcd")
     cert, key = make_cert(tmp, "etcd")
-    client, peer = free_port(), free_port()
-    log = tmp / "etcd.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                "etcd",
-                "--name", "secure",
-                "--data-dir", str(tmp / "data"),
-                "--listen-client-urls", f"https://127.0.0.1:{client}",
-                "--advertise-client-urls", f"https://127.0.0.1:{client}",
-                "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-                "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-                "--initial-cluster", f"secure=http://127.0.0.1:{peer}",
-                "--cert-file", str(cert),
-                "--key-file", str(key),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    endpoint = f"127.0.0.1:{client}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            r = subprocess.run(
-                ["etcdctl", f"--endpoints=https://{endpoint}", f"--cacert={cert}",
-                 "--dial-timeout=1s", "endpoint", "health"],
-                env={**os.environ, "ETCDCTL_API": "3"}, capture_output=True, timeout=30,
-            )  # fmt: skip
-            if r.returncode == 0:
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the secure etcd did not start; its log:\n{log.read_text()}")
-            time.sleep(0.2)
+    with private_etcd(tmp, "secure", tls=(cert, key)) as (endpoint, _proc):
         root_pw, ws_pw = os.urandom(12).hex(), os.urandom(12).hex()
         _etcdctl(endpoint, cert, "user", "add", f"root:{root_pw}")
         _etcdctl(endpoint, cert, "role", "add", "ws")
@@ -268,8 +221,6 @@ def secure_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureEtcd
         pw.write_text(ws_pw + "\n")
         root.write_text(root_pw + "\n")
         yield SecureEtcd(endpoint, cert, "ws", pw, root)
-    finally:
-        stop(proc)
 
 
 def test_agent_and_apiserver_log_in_to_an_etcd_with_tls_and_auth(
@@ -303,7 +254,7 @@ def test_agent_and_apiserver_log_in_to_an_etcd_with_tls_and_auth(
         assert f"{PREFIX}/nodes/secure-node" in keys
     finally:
         agent.stop()
-        stop(proc)
+        stop_process(proc)
 
 
 def test_wrong_etcd_password_or_no_ca_is_refused_with_what_to_check(
@@ -340,7 +291,7 @@ def test_wrong_etcd_password_or_no_ca_is_refused_with_what_to_check(
         assert not agent.status().connected
     finally:
         agent.stop()
-        stop(proc)
+        stop_process(proc)
     # an etcd speaking TLS is unreachable for a client without the CA (plain gRPC)
     plain = NodeAgent(e.endpoint, PREFIX, "plain-node", timeout=2).start()
     try:

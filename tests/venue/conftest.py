@@ -6,9 +6,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from wiresens.binance.signing import new_ed25519_key
 from wiresens.venue import RunningVenue, VenueConfig, start_venue
 from wiresens.venue.accounts import AccountConfig, ApiKey, build_accounts
 
@@ -35,16 +34,8 @@ def _close_client_loop() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def keys() -> Keys:
-    k = ed25519.Ed25519PrivateKey.generate()
-    priv = k.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    pub = (
-        k.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return Keys(priv, pub)
+    private, public = new_ed25519_key()
+    return Keys(private.decode(), public.decode())
 
 
 def make_accounts(keys: Keys) -> list[AccountConfig]:

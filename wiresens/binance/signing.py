@@ -37,6 +37,7 @@ __all__ = [
     "Signer",
     "encode_params",
     "format_value",
+    "new_ed25519_key",
     "rest_payload",
     "verify_ed25519",
     "verify_hmac",
@@ -113,6 +114,19 @@ def _load_private_key(
             "use the PEM of the key registered with Binance"
         )
     return key
+
+
+def new_ed25519_key() -> tuple[bytes, bytes]:
+    """A fresh Ed25519 key pair as PEM: (PKCS#8 private key, SubjectPublicKeyInfo public
+    key), the forms Binance takes (the public key is registered, the private one signs)."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, public
 
 
 class Ed25519Signer:
