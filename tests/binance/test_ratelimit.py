@@ -9,7 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wiresens.binance.ratelimit import DEFAULT_BAN_SECONDS, RateLimitState, interval_key
+from wiresens.binance.ratelimit import (
+    DEFAULT_BAN_SECONDS,
+    RETRY_MARGIN_S,
+    RateLimitState,
+    interval_key,
+)
 from wiresens.binance.wire import DECODERS, ExchangeInfo, RateLimit
 
 DATA = Path(os.environ.get("WIRESENS_DATA", Path(__file__).parents[3] / "shared" / "data"))
@@ -152,3 +157,15 @@ def test_should_wait_is_zero_iff_it_fits(used: int, weight: int, offset: float) 
     else:
         # Epoch seconds as floats resolve ~2e-7 s: compare at a microsecond.
         assert wait == pytest.approx(60.0 - offset, abs=1e-6)
+
+
+def test_a_retry_after_is_waited_out_with_a_margin() -> None:
+    # retryAfter is whole ms of the exchange's clock: sending at that instant can land
+    # inside the 429's window, which the exchange answers with a 418 ban.
+    now = [1_000.0]
+    state = RateLimitState((), clock=lambda: now[0])
+    state.block_until(1_002.5)
+    now[0] = 1_002.5
+    assert state.should_wait() == pytest.approx(RETRY_MARGIN_S)
+    now[0] = 1_002.5 + RETRY_MARGIN_S + 1e-6
+    assert state.should_wait() == 0

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from wiresens.binance.wire import ExchangeInfo, RateLimit
 
-__all__ = ["DEFAULT_BAN_SECONDS", "RateLimitState", "WindowUsage", "interval_key"]
+__all__ = ["DEFAULT_BAN_SECONDS", "RETRY_MARGIN_S", "RateLimitState", "WindowUsage", "interval_key"]
 
 _LETTER = {"SECOND": "S", "MINUTE": "M", "HOUR": "H", "DAY": "D"}
 _SECONDS = {"S": 1, "M": 60, "H": 3600, "D": 86400}
@@ -43,6 +43,10 @@ _ORDER_PREFIX = "x-mbx-order-count-"
 DEFAULT_BAN_SECONDS = 120.0
 """Wait after a 418 without a readable Retry-After (Binance's shortest ban)."""
 _DEFAULT_429_SECONDS = 1.0
+
+
+RETRY_MARGIN_S = 0.1
+"""Extra wait after an exchange's ``retryAfter`` (clock skew and millisecond rounding)."""
 
 
 def interval_key(interval: str, interval_num: int) -> str:
@@ -191,8 +195,11 @@ class RateLimitState:
             self._block(now, self._order_window_wait(now), False)
 
     def block_until(self, when: float, banned: bool = False) -> None:
-        """Send nothing before ``when`` (wall-clock seconds), e.g. WS API ``retryAfter``/1000."""
-        self.blocked_until = max(self.blocked_until, when)
+        """Send nothing before ``when`` (wall-clock seconds), e.g. WS API ``retryAfter``/1000,
+        plus :data:`RETRY_MARGIN_S`: ``retryAfter`` is whole milliseconds of the exchange's
+        clock, so a request sent at that very instant can land just inside the window, and
+        the exchange bans (418) a request inside a 429's retry window."""
+        self.blocked_until = max(self.blocked_until, when + RETRY_MARGIN_S)
         self.banned = self.banned or banned
 
     def _block(self, now: float, seconds: float, banned: bool) -> None:
