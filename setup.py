@@ -1,4 +1,4 @@
-"""Build hook for the optional C extension; all metadata lives in pyproject.toml.
+"""Build hook for the optional C extensions; all metadata lives in pyproject.toml.
 
 ``optional=True``: without a C compiler or Python headers the build only warns and
 Wiresens runs on the numpy fallback (``wiresens.binance.fastdepth.IMPLEMENTATION``).
@@ -12,6 +12,11 @@ setup(
             "wiresens._depthparse",
             sources=["wiresens/_depthparse.c"],
             optional=True,
-        )
+        ),
+        Extension(
+            "wiresens.backtest._simcore",
+            sources=["wiresens/backtest/_simcore.c"],
+            optional=True,
+        ),
     ]
 )

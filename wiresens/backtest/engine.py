@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import gc
 import heapq
+import os
 import struct
 import time
 from collections.abc import Callable
@@ -60,7 +61,21 @@ from .fees import FeeSchedule
 from .latency import EntryLatency, feed_times
 from .queue import make_queue_model
 
-__all__ = ["FILL_DTYPE", "ORDER_DTYPE", "SAMPLE_DTYPE", "Simulation"]
+__all__ = ["COMPILED", "FILL_DTYPE", "IMPLEMENTATION", "ORDER_DTYPE", "SAMPLE_DTYPE", "Simulation"]
+
+_core_ext: Any
+try:
+    if os.environ.get("WIRESENS_PURE_PYTHON"):
+        raise ImportError("WIRESENS_PURE_PYTHON is set")
+    from . import _simcore as _core_ext
+except ImportError:
+    _core_ext = None
+
+COMPILED = _core_ext is not None
+"""True when the C loop (``wiresens.backtest._simcore``) is built and not disabled by
+``WIRESENS_PURE_PYTHON``."""
+IMPLEMENTATION = "compiled" if COMPILED else "python"
+"""Which loop :class:`Simulation` runs by default: ``"compiled"`` or ``"python"``."""
 
 _BIG = 1 << 62
 _SYM = 1  # the replayed symbol's index in the instrument table
@@ -297,8 +312,12 @@ class _Sink:
     __slots__ = ("try_submit",)
 
     def __init__(self, sim: Simulation) -> None:
-        # The simulation's own method, bound once: no forwarding frame per request.
-        self.try_submit: Callable[[memoryview], bool] = sim.submit
+        # The simulation's own method (or the C core's), bound once: no forwarding frame
+        # per request.
+        core = sim._core
+        self.try_submit: Callable[[memoryview], bool] = (
+            sim.submit if core is None else core.submit
+        )
 
 
 class Simulation:
@@ -306,6 +325,10 @@ class Simulation:
 
     Build it, call :meth:`run`, read the arrays it leaves (``fills``, ``samples``) and
     the counters. ``progress(done, total)`` is called every 65,536 events.
+
+    ``compiled`` picks the loop: the C core (``True``), this module's Python loop
+    (``False``) or whichever :data:`IMPLEMENTATION` names (``None``). Both give
+    bit-identical results; the Python loop is the reference.
     """
 
     def __init__(
@@ -313,7 +336,17 @@ class Simulation:
         cfg: BacktestConfig,
         md: MarketData,
         policy_factory: Callable[[PolicyContext], PolicyObject] | None = None,
+        compiled: bool | None = None,
     ) -> None:
+        if compiled is None:
+            compiled = COMPILED
+        elif compiled and not COMPILED:
+            raise ValueError(
+                "compiled=True but the C extension wiresens.backtest._simcore is not "
+                "available: reinstall with a C compiler and Python headers (pip install -e .) "
+                "or unset WIRESENS_PURE_PYTHON"
+            )
+        self.compiled = compiled
         self.cfg = cfg
         self.md = md
         self.fees = FeeSchedule(cfg.fees.maker_bps, cfg.fees.taker_bps)
@@ -335,7 +368,35 @@ class Simulation:
         # check_filters indexes by the records' 1-based symbol; slot 0 is None.
         self._risk_table: list[Any] = [None, *insts]
         self.local_ns = cfg.latency.local_ns
-        self.clock = _Clock()
+        # Preallocated records handed to the policy.
+        self._er = np.zeros(1, EXECUTION_REPORT)
+        self._er["kind"] = int(RecordKind.EXECUTION_REPORT)
+        self._er["version"] = SCHEMA_VERSION[RecordKind.EXECUTION_REPORT]
+        self._er["symbol"] = _SYM
+        self._er["policy"] = cfg.policy.policy_id
+        self._er["account"] = cfg.policy.account
+        self._er_void = self._er[0]
+        self._policy_byte = cfg.policy.policy_id
+        self._account_byte = cfg.policy.account
+        self._er_b = memoryview(self._er).cast("B")  # type: ignore[arg-type]
+        self._er_q = self._er_b.cast("q")
+        self._er_h = self._er_b.cast("h")
+        self._er_i = self._er_b.cast("I")
+        self._tr = np.zeros(1, TRADE)
+        self._tr["kind"] = int(RecordKind.TRADE)
+        self._tr["version"] = SCHEMA_VERSION[RecordKind.TRADE]
+        self._tr["symbol"] = _SYM
+        self._tr_void = self._tr[0]
+        trb = memoryview(self._tr).cast("B")  # type: ignore[arg-type]
+        self._tr_q = trb.cast("q")
+        self._tr_h = trb.cast("H")
+        self._tr_i = trb.cast("I")
+        self._core: Any = None
+        if compiled:
+            self.clock: Any = _core_ext.Clock()
+            self._core = self._make_core(cfg, insts)
+        else:
+            self.clock = _Clock()
         ctx = PolicyContext(
             policy_id=cfg.policy.policy_id,
             name=cfg.policy.name,
@@ -386,29 +447,6 @@ class Simulation:
         self.run_s = 0.0
         self._progress_mask = (1 << 16) - 1
         self.cpu_s = 0.0
-        # Preallocated records handed to the policy.
-        self._er = np.zeros(1, EXECUTION_REPORT)
-        self._er["kind"] = int(RecordKind.EXECUTION_REPORT)
-        self._er["version"] = SCHEMA_VERSION[RecordKind.EXECUTION_REPORT]
-        self._er["symbol"] = _SYM
-        self._er["policy"] = cfg.policy.policy_id
-        self._er["account"] = cfg.policy.account
-        self._er_void = self._er[0]
-        self._policy_byte = cfg.policy.policy_id
-        self._account_byte = cfg.policy.account
-        self._er_b = memoryview(self._er).cast("B")  # type: ignore[arg-type]
-        self._er_q = self._er_b.cast("q")
-        self._er_h = self._er_b.cast("h")
-        self._er_i = self._er_b.cast("I")
-        self._tr = np.zeros(1, TRADE)
-        self._tr["kind"] = int(RecordKind.TRADE)
-        self._tr["version"] = SCHEMA_VERSION[RecordKind.TRADE]
-        self._tr["symbol"] = _SYM
-        self._tr_void = self._tr[0]
-        trb = memoryview(self._tr).cast("B")  # type: ignore[arg-type]
-        self._tr_q = trb.cast("q")
-        self._tr_h = trb.cast("H")
-        self._tr_i = trb.cast("I")
 
     # -- the policy side ---------------------------------------------------------------
 
@@ -865,19 +903,19 @@ class Simulation:
             raise ValueError(f"progress_every must be a power of two, got {progress_every}")
         self._progress_mask = progress_every - 1
         try:
-            self._run(progress)
+            if self._core is not None:
+                self._run_compiled(progress)
+            else:
+                self._run(progress)
         finally:
             gc.unfreeze()
 
-    def _run(self, progress: Callable[[int, int], None] | None) -> None:
+    def _deliveries(self) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        """(symbol of each event, whether the policy is told of it): a book event only
+        when its symbol's top changed, every trade."""
         md = self.md
         n = len(md)
-        t_start = time.perf_counter()
-        c_start = time.process_time()
-        local = feed_times(md.ts_exch, md.ts_recv, self.cfg.latency)
-        kind = md.kind
-        # The policy hears about a book event only when its symbol's top changed.
-        book_ev = kind != 1
+        book_ev = md.kind != 1
         tops = np.stack((md.a, md.b, md.c, md.d), axis=1)
         changed = np.zeros(n, dtype=bool)
         sym_col = md.sym if md.sym is not None else np.ones(n, dtype=np.uint32)
@@ -888,7 +926,172 @@ class Simulation:
                 ch = np.ones(len(idx), dtype=bool)
                 ch[1:] = (bt[1:] != bt[:-1]).any(axis=1)
                 changed[idx] = ch
-        deliver = changed | ~book_ev
+        return sym_col, changed | ~book_ev
+
+    def _trades_wanted(self) -> bool:
+        # A policy that keeps the base class's no-op trade hook is not called per trade
+        # (nothing could observe the call); one that overrides either method is.
+        cls = type(self.policy)
+        return (
+            cls.on_trade is not PolicyObject.on_trade
+            or cls.deliver_trade is not PolicyObject.deliver_trade
+        )
+
+    def _make_core(self, cfg: BacktestConfig, insts: list[Any]) -> Any:
+        lat = cfg.latency
+        tr_off = [
+            TRADE.fields[f][1]  # type: ignore[index]
+            for f in ("ts_exch", "ts_recv", "price", "qty", "trade_id", "flags", "symbol")
+        ]
+        return _core_ext.Core(
+            clock=self.clock,
+            er=self._er,
+            er_void=self._er_void,
+            er_b=self._er_b,
+            er_symbol_offset=EXECUTION_REPORT.fields["symbol"][1],  # type: ignore[index]
+            tr=self._tr,
+            tr_void=self._tr_void,
+            tr_offsets=tuple(tr_off),
+            nsym=self.nsym,
+            maker_rate=self._maker_rate,
+            taker_rate=self._taker_rate,
+            queue_probabilistic=cfg.queue.model == "probabilistic",
+            power=float(cfg.queue.power),
+            response_ns=lat.response_ns,
+            local_ns=lat.local_ns,
+            entry_ns=lat.entry_ns,
+            # Constant entry latency is computed in C; other models hand over batches of
+            # their seeded draws (the same sequence as one draw per request).
+            entry_draws=None if lat.entry == "constant" else self.entry.draws,
+            check=check_filters,
+            risk_table=self._risk_table,
+            policy_byte=self._policy_byte,
+            account_byte=self._account_byte,
+            statuses=(
+                (S_NEW, S_PART, S_FILLED, S_CANCELED, S_REJECTED, S_EXPIRED),
+                (X_NEW, X_CANCELED, X_REJECTED, X_TRADE, X_EXPIRED),
+                (int(RejectReason.EXCHANGE), int(RejectReason.UNKNOWN_ORDER)),
+            ),
+        )
+
+    def _run_compiled(self, progress: Callable[[int, int], None] | None) -> None:
+        """:meth:`_run` in C (``wiresens.backtest._simcore``): same order of events, same
+        results."""
+        md = self.md
+        n = len(md)
+        t_start = time.perf_counter()
+        c_start = time.process_time()
+        local = feed_times(md.ts_exch, md.ts_recv, self.cfg.latency)
+        sym_col, deliver = self._deliveries()
+
+        def col(a: Any, dt: Any) -> Any:
+            return np.ascontiguousarray(a, dtype=dt)
+
+        i8, u1 = np.int64, np.uint8
+        cols = (
+            col(md.ts_exch, i8),
+            col(local, i8),
+            col(md.kind, u1),
+            col(md.a, i8),
+            col(md.b, i8),
+            col(md.c, i8),
+            col(md.d, i8),
+            col(md.lvl_lo, i8),
+            col(md.lvl_hi, i8),
+            col(md.lvl_px, i8),
+            col(md.lvl_qty, i8),
+            col(md.lvl_side, u1),
+            col(deliver, u1),
+            col(md.ts_recv, i8),
+            col(sym_col, np.uint32),
+        )
+        policy, clock, core = self.policy, self.clock, self._core
+        views = [TopOfBook() for _ in range(self.nsym + 1)]
+        timer_ns = self.cfg.policy.timer_interval_ms * 1_000_000
+        first = int(local[0]) if n else 0
+        next_timer = (first + timer_ns) if (timer_ns and n) else _BIG
+        sample_ns = self.cfg.sample_interval_ms * 1_000_000
+        next_sample = first if n else _BIG
+        policy.start()
+        core.run(
+            cols,
+            n,
+            len(cols[9]),
+            views,
+            policy,
+            self._trades_wanted(),
+            timer_ns,
+            next_timer,
+            sample_ns,
+            next_sample,
+            progress,
+            self._progress_mask,
+        )
+        end = int(local[-1]) if n else 0
+        core.drain(policy, end)
+        clock.now = max(clock.now, end)
+        policy.stop()
+        core.drain(policy, _BIG)
+        core.sample(max(end, clock.now))
+        self._collect()
+        self.events = md.market_events
+        self.run_s = time.perf_counter() - t_start
+        self.cpu_s = time.process_time() - c_start
+        if progress is not None:
+            progress(n, n)
+
+    def _collect(self) -> None:
+        """Copy the C core's counters, positions, resting orders and rows here, where the
+        Python loop keeps them."""
+        st = self._core.state()
+        if st["overflow"]:
+            raise OverflowError(
+                "an equity sample's equity, fees or volume exceeds int64 (SAMPLE_DTYPE): "
+                "the run's quantities or prices are out of range"
+            )
+        self.pos = st["pos"]
+        self.mids = st["mids"]
+        for key in (
+            "cash_raw",
+            "fee_total",
+            "volume",
+            "sent_qty",
+            "orders_sent",
+            "cancels_sent",
+            "replaces_sent",
+            "risk_rejects",
+            "venue_rejects",
+            "book_calls",
+            "trade_calls",
+            "seq",
+            "exch_seq",
+            "trade_seq",
+            "now_exch",
+        ):
+            setattr(self, key, st[key])
+        self.entry._last = st["entry_last"]
+        self.by_cid = {}
+        for cid, exch_id, side, price, qty, leaves, cum_qty, cum_quote, ahead, sym in sorted(
+            st["resting"], key=lambda r: r[1]
+        ):
+            o = _SimOrder(cid, exch_id, side, price, qty, sym)
+            o.leaves, o.cum_qty, o.cum_quote, o.ahead = leaves, cum_qty, cum_quote, ahead
+            self.by_cid[cid] = o
+        # Still in flight (none after a completed run): counts only, the C heaps hold them.
+        self.arrivals = [(0, 0, ())] * st["arrivals"]
+        self.reports = [(0, 0, 0, ())] * st["reports"]
+        for rows, raw in zip((self.fills, self.orders, self.samples), self._core.results()):
+            rows.rows.clear()
+            rows.chunks = [np.frombuffer(raw, dtype=rows.dtype).copy()] if raw else []
+
+    def _run(self, progress: Callable[[int, int], None] | None) -> None:
+        md = self.md
+        n = len(md)
+        t_start = time.perf_counter()
+        c_start = time.process_time()
+        local = feed_times(md.ts_exch, md.ts_recv, self.cfg.latency)
+        kind = md.kind
+        sym_col, deliver = self._deliveries()
         # Python lists: indexing them is several times cheaper than numpy scalars.
         E = md.ts_exch.tolist()
         L = local.tolist()
@@ -918,13 +1121,7 @@ class Simulation:
         heappop = heapq.heappop
         deliver_execution = policy.deliver_execution
         deliver_book = policy.deliver_book
-        # A policy that keeps the base class's no-op trade hook is not called per trade
-        # (nothing could observe the call); one that overrides either method is.
-        cls = type(policy)
-        trades_wanted = (
-            cls.on_trade is not PolicyObject.on_trade
-            or cls.deliver_trade is not PolicyObject.deliver_trade
-        )
+        trades_wanted = self._trades_wanted()
         timer_ns = self.cfg.policy.timer_interval_ms * 1_000_000
         next_timer = (L[0] + timer_ns) if (timer_ns and n) else _BIG
         sample_ns = self.cfg.sample_interval_ms * 1_000_000

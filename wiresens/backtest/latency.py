@@ -68,6 +68,12 @@ class EntryLatency:
             v = int(self._base * math.exp(self._rng.gauss(0.0, self._sigma)))
         return max(v, self._min)
 
+    def draws(self, n: int) -> list[int]:
+        """The next ``n`` draws, as ``n`` calls of :meth:`draw` would give them (the C
+        loop takes them in batches)."""
+        draw = self.draw
+        return [draw() for _ in range(n)]
+
     def arrival(self, now: int) -> int:
         """When a request sent at ``now`` reaches the venue (never before the previous one)."""
         t = max(now + self.draw(), self._last)
