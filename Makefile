@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv node test lint typecheck layers pytest bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py wiresens/_depthparse.c wiresens/backtest/_simcore.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[test]'

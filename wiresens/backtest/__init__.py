@@ -113,17 +113,19 @@ def run(
     progress: Callable[[int, int], None] | None = None,
     policy_factory: Callable[[PolicyContext], PolicyObject] | None = None,
     progress_every: int = 1 << 16,
+    compiled: bool | None = None,
 ) -> Result:
     """Run one back-test; ``market`` skips loading (reuse data across runs).
 
     ``policy_factory(context)`` builds the policy instead of ``[policy] class`` (a
     notebook's own object); ``progress(done, total)`` is called as events are replayed,
-    every ``progress_every`` rows of the event table (a power of two).
+    every ``progress_every`` rows of the event table (a power of two). ``compiled``
+    picks the replay loop (see :class:`Simulation`; ``None``: the C loop when built).
     """
     t0 = time.perf_counter()
     md = market if market is not None else load_market(config)
     load_s = time.perf_counter() - t0 if market is None else 0.0
-    sim = Simulation(config, md, policy_factory)
+    sim = Simulation(config, md, policy_factory, compiled=compiled)
     sim.run(progress, progress_every)
     fills = sim.fills_array()
     samples = sim.samples_array()
@@ -140,4 +142,5 @@ def run(
         orders=sim.orders_array(),
         config=config,
         market=md,
+        implementation="compiled" if sim.compiled else "python",
     )

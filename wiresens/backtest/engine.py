@@ -315,9 +315,7 @@ class _Sink:
         # The simulation's own method (or the C core's), bound once: no forwarding frame
         # per request.
         core = sim._core
-        self.try_submit: Callable[[memoryview], bool] = (
-            sim.submit if core is None else core.submit
-        )
+        self.try_submit: Callable[[memoryview], bool] = sim.submit if core is None else core.submit
 
 
 class Simulation:
@@ -1080,7 +1078,9 @@ class Simulation:
         # Still in flight (none after a completed run): counts only, the C heaps hold them.
         self.arrivals = [(0, 0, ())] * st["arrivals"]
         self.reports = [(0, 0, 0, ())] * st["reports"]
-        for rows, raw in zip((self.fills, self.orders, self.samples), self._core.results()):
+        for rows, raw in zip(
+            (self.fills, self.orders, self.samples), self._core.results(), strict=True
+        ):
             rows.rows.clear()
             rows.chunks = [np.frombuffer(raw, dtype=rows.dtype).copy()] if raw else []
 

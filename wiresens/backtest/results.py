@@ -97,6 +97,8 @@ class Result:
     config: Any = None
     market: Any = None
     """The :class:`~wiresens.backtest.data.MarketData` replayed (for plots)."""
+    implementation: str = "python"
+    """The loop that ran: ``"compiled"`` (C) or ``"python"``; results are identical."""
 
     @property
     def events_per_s(self) -> float:
