@@ -547,17 +547,19 @@ class PolicyObject:
             return 0
         self.open_orders.mark_pending_cancel(cl_ord_id)
         self.open_orders.add(
+            # By position (see Order.__init__): policy, symbol, side, qty, price,
+            # order_type, tif, account, orig_cl_ord_id.
             Order(
                 new_id,
-                policy=self.policy_id,
-                symbol=order.symbol,
-                side=order.side,
-                qty=qty,
-                price=price,
-                order_type=order.order_type,
-                tif=order.tif,
-                account=self.account,
-                orig_cl_ord_id=cl_ord_id,
+                self.policy_id,
+                order.symbol,
+                order.side,
+                qty,
+                price,
+                order.order_type,
+                order.tif,
+                self.account,
+                cl_ord_id,
             )
         )
         return new_id
@@ -581,17 +583,7 @@ class PolicyObject:
             self.rejected_submits += 1
             return 0
         self.open_orders.add(
-            Order(
-                cid,
-                policy=self.policy_id,
-                symbol=symbol,
-                side=side,
-                qty=qty,
-                price=price,
-                order_type=order_type,
-                tif=tif,
-                account=self.account,
-            )
+            Order(cid, self.policy_id, symbol, side, qty, price, order_type, tif, self.account)
         )
         return cid
 

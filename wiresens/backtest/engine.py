@@ -914,15 +914,21 @@ class Simulation:
         md = self.md
         n = len(md)
         book_ev = md.kind != 1
-        tops = np.stack((md.a, md.b, md.c, md.d), axis=1)
         changed = np.zeros(n, dtype=bool)
         sym_col = md.sym if md.sym is not None else np.ones(n, dtype=np.uint32)
         for s in range(1, self.nsym + 1):
-            idx = np.flatnonzero(book_ev & (sym_col == s))
+            # One symbol's book events in order (all of them: no fancy-index copies).
+            idx = (
+                np.flatnonzero(book_ev & (sym_col == s))
+                if md.sym is not None
+                else np.flatnonzero(book_ev)
+            )
             if len(idx):
-                bt = tops[idx]
-                ch = np.ones(len(idx), dtype=bool)
-                ch[1:] = (bt[1:] != bt[:-1]).any(axis=1)
+                ch = np.zeros(len(idx), dtype=bool)
+                for col in (md.a, md.b, md.c, md.d):
+                    v = col[idx]
+                    ch[1:] |= v[1:] != v[:-1]
+                ch[0] = True
                 changed[idx] = ch
         return sym_col, changed | ~book_ev
 
