@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: venv node test lint typecheck layers pytest bench clean
+.PHONY: venv node test lint typecheck layers pytest bench bench-peers clean
 
 $(STAMP): pyproject.toml setup.py wiresens/_depthparse.c wiresens/backtest/_simcore.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,5 +38,14 @@ test: lint typecheck layers pytest
 bench: $(STAMP)
 	$(PY) -m benchmarks
 
+# The back-tester beside hftbacktest and NautilusTrader, in a venv of its own: they are
+# no test dependencies (~1.5 GB), and Numba pins an older numpy than the project's venv.
+PEERS_VENV := .venv-peers
+bench-peers:
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install -q --upgrade pip
+	$(PEERS_VENV)/bin/pip install -q -e '.[peers]'
+	$(PEERS_VENV)/bin/python -m benchmarks backtest_peers --runs 3 $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS_VENV) .pytest_cache .mypy_cache .ruff_cache

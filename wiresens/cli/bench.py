@@ -135,3 +135,20 @@ def backtest(
     """Back-tester events/s and memory: no-op and market-making policies on the seeded
     synthetic market and on the recordings; loading time reported apart."""
     _run("backtest", json_out=json_out, records=records, runs=runs, recordings=recordings)
+
+
+@app.command("backtest-peers")
+def backtest_peers(
+    json_out: str = _JSON,
+    records: int = typer.Option(
+        None, help="Depth updates of the synthetic market (default 1,000,000)."
+    ),
+    runs: int = _RUNS,
+    peer: list[str] = typer.Option(
+        ["hftbacktest", "hftbacktest-python", "nautilus"],
+        help="Peers to run beside Wiresens (hftbacktest, hftbacktest-python, nautilus).",
+    ),
+) -> None:
+    """The market maker on one synthetic market in Wiresens, hftbacktest and
+    NautilusTrader (those installed; `make bench-peers` builds a venv with both)."""
+    _run("backtest_peers", json_out=json_out, records=records, runs=runs, peers=tuple(peer))
