@@ -105,6 +105,7 @@ def write_report(result: Result, out_dir: str | Path, max_fill_rows: int = 200) 
         ("load time (s)", round(result.load_s, 3)),
         ("replay time (s)", round(result.run_s, 3)),
         ("events/s", round(result.events_per_s)),
+        ("replay loop", result.implementation),
         ("on_book calls", result.policy_calls.get("book", 0)),
         ("on_trade calls", result.policy_calls.get("trade", 0)),
     ]

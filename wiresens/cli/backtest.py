@@ -52,7 +52,8 @@ def run_cmd(
         typer.echo(f"{k:>16}: {v:,.6g}" if isinstance(v, float) else f"{k:>16}: {v}")
     typer.echo(
         f"{result.events:,} market events in {result.run_s:.3f} s "
-        f"({result.events_per_s:,.0f} events/s; loading {load_s:.3f} s)"
+        f"({result.events_per_s:,.0f} events/s, {result.implementation} loop; "
+        f"loading {load_s:.3f} s)"
     )
     if report is not None:
         index = write_report(result, report)
