@@ -528,7 +528,11 @@ def _nautilus(md: MarketData, events: int, runs: int) -> dict[str, Any]:
 
 PEERS = {
     "hftbacktest": ("hftbacktest", "make bench-peers, or pip install hftbacktest", _hftbacktest),
-    "hftbacktest-python": ("hftbacktest", "make bench-peers, or pip install hftbacktest", _hftbacktest_python),
+    "hftbacktest-python": (
+        "hftbacktest",
+        "make bench-peers, or pip install hftbacktest",
+        _hftbacktest_python,
+    ),
     "nautilus": ("nautilus_trader", "make bench-peers, or pip install nautilus_trader", _nautilus),
 }
 
