@@ -127,18 +127,43 @@ def _hbt_events(md: MarketData) -> np.ndarray[Any, Any]:
     return out
 
 
-_HBT_ALGO: Any = None
+_HBT_ALGOS: dict[bool, Any] = {}
 
 
-def _hbt_algo() -> Any:
-    """The market maker of ``examples/market_maker.py`` written for hftbacktest (Numba)."""
-    global _HBT_ALGO
-    if _HBT_ALGO is not None:
-        return _HBT_ALGO
+def _hbt_algo(compiled: bool) -> Any:
+    """The market maker of ``examples/market_maker.py`` written for hftbacktest: compiled
+    by Numba, or the same functions as plain Python."""
+    if compiled in _HBT_ALGOS:
+        return _HBT_ALGOS[compiled]
     from hftbacktest import GTC, LIMIT
     from numba import njit
 
-    @njit  # type: ignore[untyped-decorator,unused-ignore]
+    def quote_side(
+        hbt: Any, orders: Any, oid: int, next_id: int, buy: bool, px: float, qty: float, tick: float
+    ) -> tuple[int, int, int]:
+        """One side's pass: (its order id, the next free id, requests sent)."""
+        if oid != 0 and orders.__contains__(oid):
+            o = orders.get(oid)
+            if not o.cancellable:
+                return oid, next_id, 0  # a request is in flight for it
+            if qty < 1e-9:
+                hbt.cancel(0, oid, False)
+                return oid, next_id, 1
+            if abs(o.price - px) <= tick / 2 and abs(o.leaves_qty - qty) <= 1e-9:
+                return oid, next_id, 0
+            # Cancel-replace, as Binance's (one request in Wiresens): hftbacktest's modify
+            # keeps a partly filled order's leaves, so the size would never reach the target.
+            hbt.cancel(0, oid, False)
+        elif qty < 1e-9:
+            return oid, next_id, 0
+        if buy:
+            hbt.submit_buy_order(0, next_id, px, qty, GTC, LIMIT, False)
+        else:
+            hbt.submit_sell_order(0, next_id, px, qty, GTC, LIMIT, False)
+        return next_id, next_id + 1, 1
+
+    side = njit(quote_side) if compiled else quote_side
+
     def algo(hbt: Any, qty: float, max_pos: float, spread_bps: float, skew_bps: float) -> Any:
         tick = hbt.depth(0).tick_size
         last_bid = 0.0
@@ -172,53 +197,19 @@ def _hbt_algo() -> Any:
             skew = mid * skew_bps / 10_000.0 * pos / max_pos
             bid_px = min(math.floor((mid - half - skew) / tick + 1e-9) * tick, ba - tick)
             ask_px = max(math.ceil((mid + half - skew) / tick - 1e-9) * tick, bb + tick)
-            bid_qty = min(qty, max_pos - pos)
-            ask_qty = min(qty, max_pos + pos)
             orders = hbt.orders(0)
-            if bid_id != 0 and orders.__contains__(bid_id):
-                o = orders.get(bid_id)
-                if o.cancellable:
-                    if bid_qty < 1e-9:
-                        hbt.cancel(0, bid_id, False)
-                        requests += 1
-                    elif abs(o.price - bid_px) > tick / 2 or abs(o.leaves_qty - bid_qty) > 1e-9:
-                        # Cancel-replace, as Binance's (one request in Wiresens): its
-                        # modify keeps a partly filled order's leaves, so the size would
-                        # never reach the target.
-                        hbt.cancel(0, bid_id, False)
-                        bid_id = next_id
-                        next_id += 1
-                        hbt.submit_buy_order(0, bid_id, bid_px, bid_qty, GTC, LIMIT, False)
-                        requests += 1
-            elif bid_qty > 1e-9:
-                bid_id = next_id
-                next_id += 1
-                hbt.submit_buy_order(0, bid_id, bid_px, bid_qty, GTC, LIMIT, False)
-                requests += 1
-            if ask_id != 0 and orders.__contains__(ask_id):
-                o = orders.get(ask_id)
-                if o.cancellable:
-                    if ask_qty < 1e-9:
-                        hbt.cancel(0, ask_id, False)
-                        requests += 1
-                    elif abs(o.price - ask_px) > tick / 2 or abs(o.leaves_qty - ask_qty) > 1e-9:
-                        # Cancel-replace, as Binance's (one request in Wiresens): its
-                        # modify keeps a partly filled order's leaves, so the size would
-                        # never reach the target.
-                        hbt.cancel(0, ask_id, False)
-                        ask_id = next_id
-                        next_id += 1
-                        hbt.submit_sell_order(0, ask_id, ask_px, ask_qty, GTC, LIMIT, False)
-                        requests += 1
-            elif ask_qty > 1e-9:
-                ask_id = next_id
-                next_id += 1
-                hbt.submit_sell_order(0, ask_id, ask_px, ask_qty, GTC, LIMIT, False)
-                requests += 1
+            bid_id, next_id, sent = side(
+                hbt, orders, bid_id, next_id, True, bid_px, min(qty, max_pos - pos), tick
+            )
+            requests += sent
+            ask_id, next_id, sent = side(
+                hbt, orders, ask_id, next_id, False, ask_px, min(qty, max_pos + pos), tick
+            )
+            requests += sent
         return calls, requests
 
-    _HBT_ALGO = algo
-    return algo
+    _HBT_ALGOS[compiled] = njit(algo) if compiled else algo
+    return _HBT_ALGOS[compiled]
 
 
 def _hftbacktest(md: MarketData, events: int, runs: int, compiled: bool = True) -> dict[str, Any]:
@@ -227,7 +218,7 @@ def _hftbacktest(md: MarketData, events: int, runs: int, compiled: bool = True) 
     t0 = time.perf_counter()
     data = _hbt_events(md)
     convert_s = time.perf_counter() - t0
-    algo = _hbt_algo() if compiled else _hbt_algo().py_func
+    algo = _hbt_algo(compiled)
     p = MM_PARAMS
     args = (
         p["qty"] / SCALE,
@@ -284,8 +275,8 @@ def _hftbacktest(md: MarketData, events: int, runs: int, compiled: bool = True) 
 
 
 def _hftbacktest_python(md: MarketData, events: int, runs: int) -> dict[str, Any]:
-    """The same hftbacktest strategy not compiled (``py_func``): a Python strategy, as
-    the Wiresens PolicyObject is."""
+    """The same hftbacktest strategy not compiled: a Python strategy, as the Wiresens
+    PolicyObject is."""
     row = _hftbacktest(md, events, runs, compiled=False)
     row["peer"] = "hftbacktest (same strategy, plain Python)"
     return row

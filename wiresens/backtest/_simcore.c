@@ -263,7 +263,8 @@ typedef struct {
 typedef struct {
     int64_t price;
     int32_t prev, next; /* insertion-ordered list of a side's resting levels */
-    int32_t n, cap;
+    int32_t n;
+    Py_ssize_t cap;
     int32_t *ids; /* order indexes, arrival order */
 } Level;
 
@@ -375,9 +376,11 @@ typedef struct {
     /* venue */
     Book *books;
     Order *orders;
-    int32_t norders, cap_orders, free_order;
+    Py_ssize_t norders, cap_orders;
+    int32_t free_order;
     Level *levels;
-    int32_t nlevels, cap_levels, free_level;
+    Py_ssize_t nlevels, cap_levels;
+    int32_t free_level;
     Map by_cid; /* cid -> order index */
     Arrival *arr;
     Py_ssize_t narr, cap_arr;
@@ -549,17 +552,14 @@ order_new(Core *c)
         c->free_order = c->orders[i].next_free;
         return i;
     }
-    if (c->norders == c->cap_orders) {
-        int32_t cap = c->cap_orders ? c->cap_orders * 2 : 256;
-        Order *p = PyMem_Realloc(c->orders, sizeof(Order) * (size_t)cap);
-        if (!p) {
-            PyErr_NoMemory();
-            return -1;
+    if (c->norders >= INT32_MAX ||
+        grow_arr((void **)&c->orders, &c->cap_orders, c->norders + 1, sizeof(Order)) < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_OverflowError, "more than 2**31 resting orders");
         }
-        c->orders = p;
-        c->cap_orders = cap;
+        return -1;
     }
-    return c->norders++;
+    return (int32_t)c->norders++;
 }
 
 static void
@@ -578,21 +578,18 @@ level_new(Core *c)
         c->levels[i].n = 0;
         return i;
     }
-    if (c->nlevels == c->cap_levels) {
-        int32_t cap = c->cap_levels ? c->cap_levels * 2 : 64;
-        Level *p = PyMem_Realloc(c->levels, sizeof(Level) * (size_t)cap);
-        if (!p) {
-            PyErr_NoMemory();
-            return -1;
+    if (c->nlevels >= INT32_MAX ||
+        grow_arr((void **)&c->levels, &c->cap_levels, c->nlevels + 1, sizeof(Level)) < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_OverflowError, "more than 2**31 resting price levels");
         }
-        c->levels = p;
-        c->cap_levels = cap;
+        return -1;
     }
     Level *l = &c->levels[c->nlevels];
     l->n = 0;
     l->cap = 0;
     l->ids = NULL;
-    return c->nlevels++;
+    return (int32_t)c->nlevels++;
 }
 
 static inline BSide *
@@ -635,15 +632,8 @@ rest_add(Core *c, BSide *s, int32_t oi)
         li = nl;
     }
     Level *l = &c->levels[li];
-    if (l->n == l->cap) {
-        int32_t cap = l->cap ? l->cap * 2 : 4;
-        int32_t *p = PyMem_Realloc(l->ids, sizeof(int32_t) * (size_t)cap);
-        if (!p) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        l->ids = p;
-        l->cap = cap;
+    if (grow_arr((void **)&l->ids, &l->cap, l->n + 1, sizeof(int32_t)) < 0) {
+        return -1;
     }
     l->ids[l->n++] = oi;
     return 0;
