@@ -91,6 +91,28 @@ def _wiresens(cfg: BacktestConfig, md: MarketData, runs: int) -> dict[str, Any]:
     }
 
 
+def _row(
+    peer: str, version: str, events: int, convert_s: float, timed: list[tuple[float, int, int, int]]
+) -> dict[str, Any]:
+    """One table row from the runs' (seconds, strategy calls, requests, fills); the counts
+    are the last run's (every run makes the same)."""
+    secs = [t[0] for t in timed]
+    rates = [events / s if s > 0 else 0.0 for s in secs]
+    _, calls, requests, fills = timed[-1]
+    return {
+        "peer": peer,
+        "version": version,
+        "events": events,
+        "strategy_calls": calls,
+        "requests": requests,
+        "fills": fills,
+        "convert_s": convert_s,
+        "run_s": spread(secs).median,
+        "events_per_s": spread(rates).median,
+        "events_per_s_spread": [min(rates), max(rates)],
+    }
+
+
 # -- hftbacktest ---------------------------------------------------------------------------
 
 
@@ -228,6 +250,7 @@ def _hftbacktest(md: MarketData, events: int, runs: int, compiled: bool = True) 
     )
 
     def once() -> tuple[float, int, int, int]:
+        gc.collect()
         asset = (
             hb.BacktestAsset()
             .data(data)
@@ -253,25 +276,13 @@ def _hftbacktest(md: MarketData, events: int, runs: int, compiled: bool = True) 
     data = data[: min(len(data), 5_000)]
     once()
     data = saved
-    secs, rates = [], []
-    calls = requests = fills = 0
-    for _ in range(runs):
-        gc.collect()
-        s, calls, requests, fills = once()
-        secs.append(s)
-        rates.append(events / s if s > 0 else 0.0)
-    return {
-        "peer": "hftbacktest (Numba strategy)",
-        "version": getattr(hb, "__version__", "?"),
-        "events": events,
-        "strategy_calls": calls,
-        "requests": requests,
-        "fills": fills,
-        "convert_s": convert_s,
-        "run_s": spread(secs).median,
-        "events_per_s": spread(rates).median,
-        "events_per_s_spread": [min(rates), max(rates)],
-    }
+    return _row(
+        "hftbacktest (Numba strategy)",
+        getattr(hb, "__version__", "?"),
+        events,
+        convert_s,
+        [once() for _ in range(runs)],
+    )
 
 
 def _hftbacktest_python(md: MarketData, events: int, runs: int) -> dict[str, Any]:
@@ -470,8 +481,7 @@ def _nautilus(md: MarketData, events: int, runs: int) -> dict[str, Any]:
     data = _nautilus_data(md, instrument)
     convert_s = time.perf_counter() - t0
     cls = _nautilus_strategy_class()
-    secs, rates = [], []
-    calls = requests = fills = 0
+    timed: list[tuple[float, int, int, int]] = []
     for _ in range(runs):
         gc.collect()
         engine = BacktestEngine(
@@ -495,24 +505,11 @@ def _nautilus(md: MarketData, events: int, runs: int) -> dict[str, Any]:
         engine.add_strategy(strat)
         t = time.perf_counter()
         engine.run()
-        s = time.perf_counter() - t
-        calls, requests = strat.calls, strat.requests
-        fills = strat.fills
+        timed.append((time.perf_counter() - t, strat.calls, strat.requests, strat.fills))
         engine.dispose()
-        secs.append(s)
-        rates.append(events / s if s > 0 else 0.0)
-    return {
-        "peer": "NautilusTrader (Python strategy)",
-        "version": nautilus_trader.__version__,
-        "events": events,
-        "strategy_calls": calls,
-        "requests": requests,
-        "fills": fills,
-        "convert_s": convert_s,
-        "run_s": spread(secs).median,
-        "events_per_s": spread(rates).median,
-        "events_per_s_spread": [min(rates), max(rates)],
-    }
+    return _row(
+        "NautilusTrader (Python strategy)", nautilus_trader.__version__, events, convert_s, timed
+    )
 
 
 # -- the table -----------------------------------------------------------------------------
