@@ -1563,6 +1563,11 @@ Core_run(Core *c, PyObject *args)
                 Py_DECREF(r);
             }
         }
+        /* Ctrl-C must stop a replay whose policy is rarely called (signals are only
+           seen when Python code runs or when asked). */
+        if (!(il & 0xFFFF) && PyErr_CheckSignals() < 0) {
+            goto done;
+        }
         if (progress != Py_None && !(il & mask)) {
             PyObject *r = PyObject_CallFunction(progress, "nn", il, n);
             if (!r) {
