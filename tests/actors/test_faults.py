@@ -461,8 +461,26 @@ def test_429_storm_is_paced_without_a_ban(rig: Any) -> None:
     codes = {int(x["error_code"]) for x in r.reports if int(x["cl_ord_id"]) in first}
     assert codes == {-1015}
     state = r.faults.state()
-    assert r.statuses(later) == [ExecStatus.NEW] * 5, ([r.history(c) for c in later], state)
+    if r.statuses(later) != [ExecStatus.NEW] * 5 or state["violations"]:
+        # Shown by pytest on failure (an assertion message is cut short): what the venue
+        # answered when, against its retry window, and the back-offs the feed took.
+        print(
+            json.dumps(
+                {
+                    "venue_rate_log": state["rate_log"],
+                    "feed_rate_limited": r.log_events("feed", "rate limited by the exchange"),
+                    "later": [r.history(c) for c in later],
+                },
+                indent=1,
+                default=str,
+            )
+        )
+    assert r.statuses(later) == [ExecStatus.NEW] * 5, [r.history(c) for c in later]
     assert (state["answered_429"], state["answered_418"], state["violations"]) == (3, 0, 0)
+    # The window the venue enforced is the one it told the feed (retryAfter): every 429's
+    # entry carries it, and no later order arrived inside one.
+    for e in state["rate_log"]:
+        assert e["event"] in ("429", "accepted"), e
 
 
 def test_each_limit_breach_is_rejected_with_its_reason_and_never_sent(rig: Any) -> None:

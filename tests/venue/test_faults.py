@@ -315,3 +315,31 @@ def test_real_order_limit_429_says_when_to_retry(keys: Keys) -> None:
             assert 1 <= int(headers["Retry-After"]) <= 10
     finally:
         v.stop()
+
+
+def test_storm_window_is_the_retry_after_it_announces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 429's retryAfter and the window the venue enforces are one clock reading: an
+    order just after retryAfter is accepted, one just before it is a violation. (They were
+    two clocks converted with two readings; a thread switch between the readings made the
+    announced time early, and a client that honoured it was banned: the 429-storm fault
+    test's flake.)"""
+    from wiresens.venue.faults import Faults
+
+    now = [1_700_000_000.0]
+    ticks = itertools.count()
+    # Every monotonic reading is 0.2 s after the previous one (a thread switch between
+    # two readings): the storm window must not depend on it.
+    monkeypatch.setattr(time, "monotonic", lambda: 0.2 * next(ticks))
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    for offset_ms, expect, log in ((+1, None, ["429"]), (-1, "ban", ["429", "violation"])):
+        f = Faults()
+        f.arm({"fault": "storm", "n": 1, "retry_after_s": 2.5, "grace_s": 0.5})
+        t0 = now[0]
+        fault = f.on_new_order("a")
+        assert fault is not None and fault.kind == "storm"
+        assert fault.retry_after_ms == int((t0 + 2.5) * 1000)
+        now[0] = fault.retry_after_ms / 1000 + offset_ms / 1000
+        late = f.on_new_order("b")
+        assert (late.kind if late is not None else None) == expect
+        assert [e["event"] for e in f.rate_log] == log
+        now[0] = t0

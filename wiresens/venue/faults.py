@@ -84,6 +84,9 @@ class Faults:
         self.violations = 0
         self.dropped_connections = 0
         self.injected: dict[str, int] = {}
+        self.rate_log: list[dict[str, Any]] = []
+        """Every 429, 418 and violation, and every new order while a 429's retry time
+        runs (at most 200 entries): what a test prints when pacing goes wrong."""
         self.reset()
 
     def reset(self) -> None:
@@ -106,8 +109,10 @@ class Faults:
         self.storm_retry_s = 1.0
         self.grace_s = 0.5
         self.ban_s = 60.0
-        # Time (monotonic) before which a new order violates the last 429, and when it
-        # starts counting (the 429's send time plus grace for requests in flight).
+        # Time before which a new order violates the last 429, and when it starts counting
+        # (the 429's send time plus grace for requests in flight). Wall clock, as the
+        # retryAfter (epoch ms) the 429 carries: the window and the number the client is
+        # told are one value, whatever the monotonic clock does meanwhile.
         self.retry_until = 0.0
         self.retry_from = 0.0
         self.banned_until = 0.0
@@ -191,8 +196,9 @@ class Faults:
                 "drop_acks": self.drop_acks_left,
                 "malformed": self.malformed_left,
                 "storm": self.storm_left,
-                "banned_s": max(0.0, self.banned_until - now),
+                "banned_s": max(0.0, self.banned_until - time.time()),
             },
+            "rate_log": list(self.rate_log),
         }
 
     # -- hooks the transports call ---------------------------------------------------------
@@ -218,25 +224,42 @@ class Faults:
             return OrderFault("error", execute=self.error_execute, events=self.error_events)
         return None
 
+    def _log_rate(self, event: str, client_order_id: str, now: float) -> None:
+        if len(self.rate_log) < 200:
+            self.rate_log.append(
+                {
+                    "event": event,
+                    "client_order_id": client_order_id,
+                    "at_ms": _ms(now),
+                    "retry_from_ms": _ms(self.retry_from),
+                    "retry_until_ms": _ms(self.retry_until),
+                }
+            )
+
     def on_new_order(self, client_order_id: str) -> OrderFault | None:
         """Count a new-order request and say which fault (if any) answers it."""
         self.new_orders[client_order_id] = self.new_orders.get(client_order_id, 0) + 1
-        now = time.monotonic()
+        now = time.time()
         if now < self.banned_until:
             self.answered_418 += 1
-            return OrderFault("ban", execute=False, retry_after_ms=_epoch_ms(self.banned_until))
+            self._log_rate("418", client_order_id, now)
+            return OrderFault("ban", execute=False, retry_after_ms=_ms(self.banned_until))
         if self.retry_from <= now < self.retry_until:
             self.violations += 1
             self.banned_until = now + self.ban_s
             self.answered_418 += 1
-            return OrderFault("ban", execute=False, retry_after_ms=_epoch_ms(self.banned_until))
+            self._log_rate("violation", client_order_id, now)
+            return OrderFault("ban", execute=False, retry_after_ms=_ms(self.banned_until))
         if self.storm_left:
             self.storm_left -= 1
             self._count("storm")
             self.answered_429 += 1
             self.retry_until = now + self.storm_retry_s
             self.retry_from = now + self.grace_s
-            return OrderFault("storm", execute=False, retry_after_ms=_epoch_ms(self.retry_until))
+            self._log_rate("429", client_order_id, now)
+            return OrderFault("storm", execute=False, retry_after_ms=_ms(self.retry_until))
+        if now < self.retry_until:
+            self._log_rate("accepted", client_order_id, now)
         if self.reject_left:
             self.reject_left -= 1
             self._count("reject")
@@ -260,8 +283,8 @@ class Faults:
         return None
 
 
-def _epoch_ms(monotonic_t: float) -> int:
-    return int((time.time() + (monotonic_t - time.monotonic())) * 1000)
+def _ms(epoch_s: float) -> int:
+    return int(epoch_s * 1000)
 
 
 class FaultClient:
