@@ -35,8 +35,9 @@ typedef __int128 i128;
 #define SCALE 100000000LL
 #define EMPTY INT64_MIN
 
-/* RecordKind / Side / OrderType / TimeInForce / ExecStatus / ExecType values, checked
-   against wiresens.records by the Python side before it builds a Core. */
+/* RecordKind / Side / OrderType / TimeInForce / ExecStatus / ExecType / RejectReason
+   values; the module's CONSTANTS dict carries them, and wiresens.backtest.engine checks
+   it against wiresens.records at import. */
 #define K_NEW 10
 #define K_CANCEL 11
 #define K_REPLACE 12
@@ -47,10 +48,19 @@ typedef __int128 i128;
 #define TIF_FOK 3
 #define EV_TRADE 1
 #define EV_RESET 2
-
-static int S_NEW, S_PART, S_FILLED, S_CANCELED, S_REJECTED, S_EXPIRED;
-static int X_NEW, X_CANCELED, X_REJECTED, X_TRADE, X_EXPIRED;
-static int R_EXCHANGE, R_UNKNOWN_ORDER;
+#define S_NEW 1
+#define S_PART 2
+#define S_FILLED 3
+#define S_CANCELED 4
+#define S_REJECTED 6
+#define S_EXPIRED 7
+#define X_NEW 1
+#define X_CANCELED 2
+#define X_REJECTED 4
+#define X_TRADE 5
+#define X_EXPIRED 6
+#define R_EXCHANGE 11
+#define R_UNKNOWN_ORDER 9
 
 static inline int64_t
 floordiv(i128 a, int64_t b)
@@ -1665,21 +1675,18 @@ Core_init(Core *c, PyObject *args, PyObject *kw)
                              "tr_offsets",  "nsym",        "maker_rate",  "taker_rate",
                              "queue_probabilistic",       "power",       "response_ns",
                              "local_ns",    "entry_ns",    "entry_draws", "check",
-                             "risk_table",  "policy_byte", "account_byte", "statuses",
-                             NULL};
+                             "risk_table",  "policy_byte", "account_byte", NULL};
     PyObject *clock, *er, *er_void, *er_b, *tr, *tr_void, *entry_draws, *check, *risk_table;
     Py_ssize_t er_sym_off;
     Py_ssize_t t0, t1, t2, t3, t4, t5, t6;
     int nsym, qprob, pb, ab;
     long long maker, taker, resp, local, entry_ns;
     double power;
-    int st[11], rr[2];
     if (!PyArg_ParseTupleAndKeywords(
-            args, kw, "O!OOOnOO(nnnnnnn)iLLpdLLLOOOii((iiiiii)(iiiii)(ii))", kwlist,
+            args, kw, "O!OOOnOO(nnnnnnn)iLLpdLLLOOOii", kwlist,
             &ClockType, &clock, &er, &er_void, &er_b, &er_sym_off, &tr, &tr_void, &t0, &t1, &t2,
             &t3, &t4, &t5, &t6, &nsym, &maker, &taker, &qprob, &power, &resp, &local, &entry_ns,
-            &entry_draws, &check, &risk_table, &pb, &ab, &st[0], &st[1], &st[2], &st[3], &st[4],
-            &st[5], &st[6], &st[7], &st[8], &st[9], &st[10], &rr[0], &rr[1])) {
+            &entry_draws, &check, &risk_table, &pb, &ab)) {
         return -1;
     }
     if (c->books) {
@@ -1690,19 +1697,6 @@ Core_init(Core *c, PyObject *args, PyObject *kw)
         PyErr_SetString(PyExc_ValueError, "nsym must be >= 1");
         return -1;
     }
-    S_NEW = st[0];
-    S_PART = st[1];
-    S_FILLED = st[2];
-    S_CANCELED = st[3];
-    S_REJECTED = st[4];
-    S_EXPIRED = st[5];
-    X_NEW = st[6];
-    X_CANCELED = st[7];
-    X_REJECTED = st[8];
-    X_TRADE = st[9];
-    X_EXPIRED = st[10];
-    R_EXCHANGE = rr[0];
-    R_UNKNOWN_ORDER = rr[1];
     if (PyObject_GetBuffer(er, &c->er_view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
         return -1;
     }
@@ -1881,6 +1875,19 @@ PyInit__simcore(void)
     }
     Py_INCREF(&ClockType);
     Py_INCREF(&CoreType);
+    PyObject *consts = Py_BuildValue(
+        "{sisisisisisisisisisisisisisisisisisisisisisisi}", "ORDER_NEW", K_NEW, "ORDER_CANCEL",
+        K_CANCEL, "ORDER_REPLACE", K_REPLACE, "BUY", SIDE_BUY, "MARKET", OT_MARKET,
+        "LIMIT_MAKER", OT_LIMIT_MAKER, "IOC", TIF_IOC, "FOK", TIF_FOK, "TRADE_EVENT", EV_TRADE,
+        "RESET_EVENT", EV_RESET, "S_NEW", S_NEW, "S_PARTIALLY_FILLED", S_PART, "S_FILLED",
+        S_FILLED, "S_CANCELED", S_CANCELED, "S_REJECTED", S_REJECTED, "S_EXPIRED", S_EXPIRED,
+        "X_NEW", X_NEW, "X_CANCELED", X_CANCELED, "X_REJECTED", X_REJECTED, "X_TRADE", X_TRADE,
+        "X_EXPIRED", X_EXPIRED, "R_EXCHANGE", R_EXCHANGE, "R_UNKNOWN_ORDER", R_UNKNOWN_ORDER);
+    if (!consts || PyModule_AddObject(m, "CONSTANTS", consts) < 0) {
+        Py_XDECREF(consts);
+        Py_DECREF(m);
+        return NULL;
+    }
     if (PyModule_AddObject(m, "Clock", (PyObject *)&ClockType) < 0 ||
         PyModule_AddObject(m, "Core", (PyObject *)&CoreType) < 0) {
         Py_DECREF(m);

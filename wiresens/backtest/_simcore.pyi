@@ -3,6 +3,9 @@
 from collections.abc import Callable, Sequence
 from typing import Any
 
+CONSTANTS: dict[str, int]
+"""The record enum values compiled in; wiresens.backtest.engine checks them at import."""
+
 class Clock:
     now: int
     def __call__(self) -> int: ...
@@ -32,7 +35,6 @@ class Core:
         risk_table: list[Any],
         policy_byte: int,
         account_byte: int,
-        statuses: tuple[tuple[int, ...], tuple[int, ...], tuple[int, int]],
     ) -> None: ...
     def submit(self, record: memoryview) -> bool: ...
     def run(

@@ -64,6 +64,7 @@ from wiresens.risk import RejectReason, check_filters
 
 from .config import BacktestConfig
 from .data import RESET, MarketData
+from .data import TRADE as TRADE_EVENT
 from .fees import FeeSchedule
 from .latency import EntryLatency, feed_times
 from .queue import make_queue_model
@@ -164,6 +165,41 @@ S_CANCELED, S_REJECTED, S_EXPIRED = (
 )
 X_NEW, X_CANCELED, X_REJECTED = int(ExecType.NEW), int(ExecType.CANCELED), int(ExecType.REJECTED)
 X_TRADE, X_EXPIRED = int(ExecType.TRADE), int(ExecType.EXPIRED)
+_C_CONSTANTS = {
+    "ORDER_NEW": _NEW,
+    "ORDER_CANCEL": _CANCEL,
+    "ORDER_REPLACE": _REPLACE,
+    "BUY": _BUY,
+    "MARKET": _MARKET,
+    "LIMIT_MAKER": _LIMIT_MAKER,
+    "IOC": _IOC,
+    "FOK": _FOK,
+    "TRADE_EVENT": TRADE_EVENT,
+    "RESET_EVENT": RESET,
+    "S_NEW": S_NEW,
+    "S_PARTIALLY_FILLED": S_PART,
+    "S_FILLED": S_FILLED,
+    "S_CANCELED": S_CANCELED,
+    "S_REJECTED": S_REJECTED,
+    "S_EXPIRED": S_EXPIRED,
+    "X_NEW": X_NEW,
+    "X_CANCELED": X_CANCELED,
+    "X_REJECTED": X_REJECTED,
+    "X_TRADE": X_TRADE,
+    "X_EXPIRED": X_EXPIRED,
+    "R_EXCHANGE": int(RejectReason.EXCHANGE),
+    "R_UNKNOWN_ORDER": int(RejectReason.UNKNOWN_ORDER),
+}
+"""The enum values the C loop has compiled in (its ``CONSTANTS``), by their records."""
+if _core_ext is not None and _core_ext.CONSTANTS != _C_CONSTANTS:
+    _differ = {
+        k: (v, _core_ext.CONSTANTS.get(k))
+        for k, v in _C_CONSTANTS.items()
+        if _core_ext.CONSTANTS.get(k) != v
+    }
+    raise AssertionError(
+        f"wiresens.records changed: update the constants of _simcore.c (records, C): {_differ}"
+    )
 
 FILL_DTYPE = np.dtype(
     [
@@ -908,12 +944,40 @@ class Simulation:
             raise ValueError(f"progress_every must be a power of two, got {progress_every}")
         self._progress_mask = progress_every - 1
         try:
-            if self._core is not None:
-                self._run_compiled(progress)
-            else:
-                self._run(progress)
+            md = self.md
+            n = len(md)
+            t_start = time.perf_counter()
+            c_start = time.process_time()
+            local = feed_times(md.ts_exch, md.ts_recv, self.cfg.latency)
+            sym_col, deliver = self._deliveries()
+            # First timer tick and first equity sample: the first delivery's local time.
+            first = int(local[0]) if n else 0
+            timer_ns = self.cfg.policy.timer_interval_ms * 1_000_000
+            next_timer = (first + timer_ns) if (timer_ns and n) else _BIG
+            sample_ns = self.cfg.sample_interval_ms * 1_000_000
+            next_sample = first if n else _BIG
+            loop = self._run_compiled if self._core is not None else self._run
+            loop(local, sym_col, deliver, (timer_ns, next_timer, sample_ns, next_sample), progress)
+            self._settle(int(local[-1]) if n else 0)
+            self.events = md.market_events
+            self.run_s = time.perf_counter() - t_start
+            self.cpu_s = time.process_time() - c_start
+            if progress is not None:
+                progress(n, n)
         finally:
             gc.unfreeze()
+
+    def _settle(self, end: int) -> None:
+        """After the last event: what is in flight, then the policy's stop (its cancels),
+        then again, and a last equity sample."""
+        clock = self.clock
+        self._drain(end)
+        clock.now = max(clock.now, end)
+        self.policy.stop()
+        self._drain(_BIG)
+        self._sample(max(end, clock.now))
+        if self._core is not None:
+            self._collect()
 
     def _deliveries(self) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
         """(symbol of each event, whether the policy is told of it): a book event only
@@ -978,22 +1042,19 @@ class Simulation:
             risk_table=self._risk_table,
             policy_byte=self._policy_byte,
             account_byte=self._account_byte,
-            statuses=(
-                (S_NEW, S_PART, S_FILLED, S_CANCELED, S_REJECTED, S_EXPIRED),
-                (X_NEW, X_CANCELED, X_REJECTED, X_TRADE, X_EXPIRED),
-                (int(RejectReason.EXCHANGE), int(RejectReason.UNKNOWN_ORDER)),
-            ),
         )
 
-    def _run_compiled(self, progress: Callable[[int, int], None] | None) -> None:
+    def _run_compiled(
+        self,
+        local: np.ndarray[Any, Any],
+        sym_col: np.ndarray[Any, Any],
+        deliver: np.ndarray[Any, Any],
+        schedule: tuple[int, int, int, int],
+        progress: Callable[[int, int], None] | None,
+    ) -> None:
         """:meth:`_run` in C (``wiresens.backtest._simcore``): same order of events, same
         results."""
         md = self.md
-        n = len(md)
-        t_start = time.perf_counter()
-        c_start = time.process_time()
-        local = feed_times(md.ts_exch, md.ts_recv, self.cfg.latency)
-        sym_col, deliver = self._deliveries()
 
         def col(a: Any, dt: Any) -> Any:
             return np.ascontiguousarray(a, dtype=dt)
@@ -1016,40 +1077,19 @@ class Simulation:
             col(md.ts_recv, i8),
             col(sym_col, np.uint32),
         )
-        policy, clock, core = self.policy, self.clock, self._core
         views = [TopOfBook() for _ in range(self.nsym + 1)]
-        timer_ns = self.cfg.policy.timer_interval_ms * 1_000_000
-        first = int(local[0]) if n else 0
-        next_timer = (first + timer_ns) if (timer_ns and n) else _BIG
-        sample_ns = self.cfg.sample_interval_ms * 1_000_000
-        next_sample = first if n else _BIG
-        policy.start()
-        core.run(
+        self.policy.start()
+        self._core.run(
             cols,
-            n,
+            len(md),
             len(cols[9]),
             views,
-            policy,
+            self.policy,
             self._trades_wanted(),
-            timer_ns,
-            next_timer,
-            sample_ns,
-            next_sample,
+            *schedule,
             progress,
             self._progress_mask,
         )
-        end = int(local[-1]) if n else 0
-        core.drain(policy, end)
-        clock.now = max(clock.now, end)
-        policy.stop()
-        core.drain(policy, _BIG)
-        core.sample(max(end, clock.now))
-        self._collect()
-        self.events = md.market_events
-        self.run_s = time.perf_counter() - t_start
-        self.cpu_s = time.process_time() - c_start
-        if progress is not None:
-            progress(n, n)
 
     def _collect(self) -> None:
         """Copy the C core's counters, positions, resting orders and rows here, where the
@@ -1097,14 +1137,17 @@ class Simulation:
             rows.rows.clear()
             rows.chunks = [np.frombuffer(raw, dtype=rows.dtype).copy()] if raw else []
 
-    def _run(self, progress: Callable[[int, int], None] | None) -> None:
+    def _run(
+        self,
+        local: np.ndarray[Any, Any],
+        sym_col: np.ndarray[Any, Any],
+        deliver: np.ndarray[Any, Any],
+        schedule: tuple[int, int, int, int],
+        progress: Callable[[int, int], None] | None,
+    ) -> None:
         md = self.md
         n = len(md)
-        t_start = time.perf_counter()
-        c_start = time.process_time()
-        local = feed_times(md.ts_exch, md.ts_recv, self.cfg.latency)
         kind = md.kind
-        sym_col, deliver = self._deliveries()
         # Python lists: indexing them is several times cheaper than numpy scalars.
         E = md.ts_exch.tolist()
         L = local.tolist()
@@ -1135,10 +1178,7 @@ class Simulation:
         deliver_execution = policy.deliver_execution
         deliver_book = policy.deliver_book
         trades_wanted = self._trades_wanted()
-        timer_ns = self.cfg.policy.timer_interval_ms * 1_000_000
-        next_timer = (L[0] + timer_ns) if (timer_ns and n) else _BIG
-        sample_ns = self.cfg.sample_interval_ms * 1_000_000
-        next_sample = L[0] if n else _BIG
+        timer_ns, next_timer, sample_ns, next_sample = schedule
         tick_mask = self._progress_mask
         # The event lists hold millions of objects: keep them out of the cyclic GC's full
         # collections, which would otherwise walk them again and again during the run.
@@ -1248,20 +1288,11 @@ class Simulation:
                     deliver_book(sy, view)
             if progress is not None and not il & tick_mask:
                 progress(il, n)
-        end = L[-1] if n else 0
-        # Settle: what is in flight, then the policy's stop (its cancels), then again.
-        self._drain(end)
-        clock.now = max(clock.now, end)
-        policy.stop()
-        self._drain(_BIG)
-        self._sample(max(end, clock.now))
-        self.events = md.market_events
-        self.run_s = time.perf_counter() - t_start
-        self.cpu_s = time.process_time() - c_start
-        if progress is not None:
-            progress(n, n)
 
     def _drain(self, until: int) -> None:
+        if self._core is not None:
+            self._core.drain(self.policy, until)
+            return
         arrivals, reports = self.arrivals, self.reports
         while arrivals or reports:
             ta = arrivals[0][0] if arrivals else _BIG
@@ -1278,6 +1309,9 @@ class Simulation:
     def _sample(self, ts: int) -> None:
         # Every symbol's position at its last mid (one quote asset across symbols);
         # ``mid`` and ``position`` columns are the first symbol's.
+        if self._core is not None:
+            self._core.sample(ts)
+            return
         pos, mids = self.pos, self.mids
         marked = sum(pos[s] * mids[s] for s in range(1, self.nsym + 1))
         equity = (self.cash_raw + marked) // SCALE - self.fee_total
