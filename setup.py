@@ -1,7 +1,8 @@
 """Build hook for the optional C extensions; all metadata lives in pyproject.toml.
 
 ``optional=True``: without a C compiler or Python headers the build only warns and
-Wiresens runs on the numpy fallback (``wiresens.binance.fastdepth.IMPLEMENTATION``).
+Wiresens runs on the numpy depth decoder (``wiresens.binance.fastdepth.IMPLEMENTATION``)
+and the Python back-test loop (``wiresens.backtest.engine.IMPLEMENTATION``).
 """
 
 from setuptools import Extension, setup
