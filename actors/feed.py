@@ -1006,13 +1006,18 @@ class FeedActor(Actor):
 
 
 def _retry_after_ms(resp: Any) -> int:
-    """``retryAfter`` (epoch ms) from a WebSocket API 429/418 error's ``data``."""
-    data = getattr(resp.error, "data", None) if resp.error is not None else None
-    if isinstance(data, dict):
-        value = data.get("retryAfter")
-        if isinstance(value, int):
-            return value
-    return 0
+    """``retryAfter`` (epoch ms) from a WebSocket API 429/418 error's ``data``; 0 when
+    absent or malformed. ``data`` arrives undecoded (``msgspec.Raw``: its shape differs per
+    error), so it is decoded here."""
+    raw = resp.error.data if resp.error is not None else None
+    if not raw:
+        return 0
+    try:
+        data = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return 0
+    value = data.get("retryAfter") if isinstance(data, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _http_get(url: str) -> bytes:

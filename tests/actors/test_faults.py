@@ -481,6 +481,45 @@ def test_429_storm_is_paced_without_a_ban(rig: Any) -> None:
     # entry carries it, and no later order arrived inside one.
     for e in state["rate_log"]:
         assert e["event"] in ("429", "accepted"), e
+    # The feed paced by the retryAfter each 429 carried, not by luck of its own window.
+    took = [e["retry_after_ms"] for e in r.log_events("feed", "rate limited by the exchange")]
+    assert took == [e["retry_until_ms"] for e in state["rate_log"] if e["event"] == "429"]
+
+
+def test_the_feed_reads_retry_after_from_a_ws_api_429() -> None:
+    """The frame the venue (as Binance) sends for a 429 and a 418: the feed takes its
+    ``retryAfter``. (``error.data`` decodes as raw JSON; the feed read it as a dict, got
+    0 every time, and paced a storm only by its own order-window estimate: the 429-storm
+    test's flake, whenever that window ended within the test's wait.)"""
+    from wiresens.actors.feed import _retry_after_ms
+    from wiresens.binance.codec import parse_ws_response
+
+    for status, code in ((429, -1015), (418, -1003)):
+        frame = json.dumps(
+            {
+                "id": 7,
+                "status": status,
+                "error": {
+                    "code": code,
+                    "msg": "Too many new orders.",
+                    "data": {"serverTime": 1796590319395, "retryAfter": 1796590321895},
+                },
+                "rateLimits": [],
+            }
+        )
+        resp = parse_ws_response(frame)
+        assert resp is not None and resp.status == status
+        assert _retry_after_ms(resp) == 1796590321895
+    for data in ({}, {"retryAfter": "soon"}, [1, 2]):
+        frame = json.dumps(
+            {"id": 8, "status": 429, "error": {"code": -1015, "msg": "x", "data": data}}
+        )
+        resp = parse_ws_response(frame)
+        assert resp is not None and _retry_after_ms(resp) == 0
+    resp = parse_ws_response(
+        json.dumps({"id": 9, "status": 429, "error": {"code": -1, "msg": "x"}})
+    )
+    assert resp is not None and _retry_after_ms(resp) == 0
 
 
 def test_each_limit_breach_is_rejected_with_its_reason_and_never_sent(rig: Any) -> None:
