@@ -321,8 +321,7 @@ def test_storm_window_is_the_retry_after_it_announces(monkeypatch: pytest.Monkey
     """The 429's retryAfter and the window the venue enforces are one clock reading: an
     order just after retryAfter is accepted, one just before it is a violation. (They were
     two clocks converted with two readings; a thread switch between the readings made the
-    announced time early, and a client that honoured it was banned: the 429-storm fault
-    test's flake.)"""
+    announced time early, so a client that honoured it could be banned.)"""
     from wiresens.venue.faults import Faults
 
     now = [1_700_000_000.0]
